@@ -1,0 +1,151 @@
+"""Loading and validating the configuration.
+
+The config is checked twice before anything runs: against the JSON schema
+(``workflow/schemas/config.schema.yaml``, with the detector block's own schema plugged in), and
+for consistency between keys (a sample's process exists, training samples exist, external files
+exist). Each problem is reported once, naming the key path and what was expected::
+
+    config/tiny.yaml: samples.dy_mumu.n_events: -5 is less than the minimum of 1
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+
+import yaml
+
+from pipeline.errors import ConfigError
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+SCHEMA_DIR = REPO_ROOT / "workflow" / "schemas"
+
+
+def load_yaml(path: str | os.PathLike) -> dict:
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"{path}: config file does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    return data
+
+
+def schema() -> dict:
+    """The full JSON schema, with the detector block's schema plugged in."""
+    main = load_yaml(SCHEMA_DIR / "config.schema.yaml")
+    detector = SCHEMA_DIR / "detector.schema.yaml"
+    if detector.exists():
+        det = load_yaml(detector)
+        det.pop("$schema", None)
+        main["properties"]["detector"] = det
+    return main
+
+
+def _key_path(error) -> str:
+    parts = [str(p) for p in error.absolute_path]
+    return ".".join(parts) if parts else "(top level)"
+
+
+def _schema_errors(cfg: Mapping) -> list[str]:
+    import jsonschema
+
+    validator = jsonschema.Draft202012Validator(schema())
+    messages = []
+    for err in sorted(validator.iter_errors(cfg), key=lambda e: list(map(str, e.absolute_path))):
+        # For oneOf failures, say which shapes are allowed instead of dumping the schema.
+        if err.validator == "oneOf" and _key_path(err).startswith("samples."):
+            messages.append(
+                f"{_key_path(err)}: a sample needs either `process`, `n_events` and "
+                "`events_per_chunk` (built-in) or `files` (external NanoAOD), not both"
+            )
+        elif err.validator == "additionalProperties":
+            messages.append(f"{_key_path(err)}: {err.message} (see config/README.md for the keys)")
+        else:
+            messages.append(f"{_key_path(err)}: {err.message}")
+    return messages
+
+
+def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
+    msgs = []
+    processes = cfg["generation"]["processes"]
+    for name, sample in cfg["samples"].items():
+        if "process" in sample and sample["process"] not in processes:
+            msgs.append(
+                f"samples.{name}.process: '{sample['process']}' is not a key of "
+                f"generation.processes ({', '.join(processes)})"
+            )
+        if "files" in sample:
+            for pattern in sample["files"]:
+                full = pattern if os.path.isabs(pattern) else str(workdir / pattern)
+                import glob
+
+                if not glob.glob(full):
+                    msgs.append(f"samples.{name}.files: '{pattern}' matches no file")
+    for name in cfg["training_tables"]["samples"]:
+        if name not in cfg["samples"]:
+            msgs.append(f"training_tables.samples: '{name}' is not a key of samples")
+    sk = cfg["skim"]
+    if sk["mmumu_min_gev"] >= sk["mmumu_max_gev"]:
+        msgs.append("skim.mmumu_min_gev: must be below skim.mmumu_max_gev")
+    for key, edges in cfg["plots"]["samples"].items():
+        if any(b <= a for a, b in zip(edges, edges[1:])):
+            msgs.append(f"plots.samples.{key}: bin edges must increase strictly")
+    if not any(s["role"] == "signal" for s in cfg["samples"].values()):
+        msgs.append("samples: at least one sample needs role: signal")
+    return msgs
+
+
+def validate_config(cfg: Mapping, source: str = "config", workdir: str | os.PathLike = ".") -> dict:
+    """Validate ``cfg``; raise one :class:`ConfigError` listing every problem. Returns a copy."""
+    cfg = copy.deepcopy(dict(cfg))
+    msgs = _schema_errors(cfg)
+    if not msgs:
+        msgs = _consistency_errors(cfg, Path(workdir))
+    if msgs:
+        listing = "\n  ".join(msgs)
+        raise ConfigError(f"{source}: invalid configuration:\n  {listing}")
+    return cfg
+
+
+def load_config(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> dict:
+    """Load and validate a config file."""
+    return validate_config(load_yaml(path), source=str(path), workdir=workdir)
+
+
+def config_sha256(cfg: Mapping) -> str:
+    """SHA-256 of the config as canonical JSON (sorted keys): the provenance tag ``config_sha256``."""
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+# ---------------------------------------------------------------------------------------------
+# sample bookkeeping, shared by the Snakefile and the library
+# ---------------------------------------------------------------------------------------------
+def is_builtin(sample_cfg: Mapping) -> bool:
+    return "process" in sample_cfg
+
+
+def builtin_samples(cfg: Mapping) -> list[str]:
+    return [n for n, s in cfg["samples"].items() if is_builtin(s)]
+
+
+def external_samples(cfg: Mapping) -> list[str]:
+    return [n for n, s in cfg["samples"].items() if not is_builtin(s)]
+
+
+def n_chunks(sample_cfg: Mapping) -> int:
+    return math.ceil(sample_cfg["n_events"] / sample_cfg["events_per_chunk"])
+
+
+def chunk_events(sample_cfg: Mapping, chunk: int) -> int:
+    """Number of events of chunk ``chunk`` (the last chunk takes the remainder)."""
+    per = sample_cfg["events_per_chunk"]
+    return min(per, sample_cfg["n_events"] - chunk * per)

@@ -1,0 +1,139 @@
+"""The NanoAOD data contract: every branch name and type the pipeline reads or writes.
+
+This module is the one place where branch lists live. Built-in samples, FlashSim outputs and real
+CMS NanoAOD all follow it, so coffea's ``NanoAODSchema`` and a physicist's habits both work.
+
+Collections are described as ``{field: numpy dtype}``; the branch of field ``f`` in collection
+``C`` is ``C_f`` and its counter is ``nC`` (as written by uproot for a jagged ``ak.zip`` record).
+Index fields (``genJetIdx``, ``genPartIdx``, ``genPartIdxMother``) use ``-1`` for "no partner".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+
+# Event-level bookkeeping. coffea's NanoAODSchema requires run, luminosityBlock and event.
+EVENT_ID = {"run": np.uint32, "luminosityBlock": np.uint32, "event": np.uint64}
+EVENT_WEIGHT = {"genWeight": np.float32}
+
+GENPART = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "pdgId": np.int32,
+    "status": np.int32,
+    "statusFlags": np.int32,
+    "genPartIdxMother": np.int32,
+}
+
+GENJET = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "partonFlavour": np.int32,
+    "hadronFlavour": np.int32,
+}
+
+JET = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "btagDeepFlavB": np.float32,
+    "qgl": np.float32,
+    "nConstituents": np.int32,
+    "jetId": np.int32,
+    "hadronFlavour": np.int32,
+    "genJetIdx": np.int32,
+}
+
+MUON = {
+    "pt": np.float32,
+    "eta": np.float32,
+    "phi": np.float32,
+    "mass": np.float32,
+    "charge": np.int32,
+    "pfRelIso04_all": np.float32,
+    "mediumId": np.bool_,
+    "tightId": np.bool_,
+    "dxy": np.float32,
+    "dz": np.float32,
+    "ip3d": np.float32,
+    "genPartIdx": np.int32,
+}
+
+# Flat (one value per event) branches.
+GENMET = {"GenMET_pt": np.float32, "GenMET_phi": np.float32}
+MET = {"MET_pt": np.float32, "MET_phi": np.float32}
+
+GEN_COLLECTIONS: dict[str, dict] = {"GenPart": GENPART, "GenJet": GENJET}
+RECO_COLLECTIONS: dict[str, dict] = {"Jet": JET, "Muon": MUON}
+COLLECTIONS: dict[str, dict] = {**GEN_COLLECTIONS, **RECO_COLLECTIONS}
+
+GEN_FLAT = {**EVENT_ID, **EVENT_WEIGHT, **GENMET}
+RECO_FLAT = dict(MET)
+
+# The `Runs` tree: one entry per file, as in CMS NanoAOD, plus the cross-section of the process.
+RUNS = {
+    "run": np.uint32,
+    "genEventCount": np.int64,
+    "genEventSumw": np.float64,
+    "genEventSumw2": np.float64,
+    "xsec_pb": np.float64,
+    "xsec_err_pb": np.float64,
+}
+
+# GenPart statusFlags bits, as in CMS NanoAOD.
+STATUS_FLAG_BITS = {
+    "isPrompt": 0,
+    "isDecayedLeptonHadron": 1,
+    "isTauDecayProduct": 2,
+    "isPromptTauDecayProduct": 3,
+    "isDirectTauDecayProduct": 4,
+    "isDirectPromptTauDecayProduct": 5,
+    "isDirectHadronDecayProduct": 6,
+    "isHardProcess": 7,
+    "fromHardProcess": 8,
+    "isHardProcessTauDecayProduct": 9,
+    "isDirectHardProcessTauDecayProduct": 10,
+    "fromHardProcessBeforeFSR": 11,
+    "isFirstCopy": 12,
+    "isLastCopy": 13,
+    "isLastCopyBeforeFSR": 14,
+}
+
+
+def branches(collection: str, fields: Iterable[str] | None = None) -> list[str]:
+    """Branch names of ``collection`` (all contract fields, or only ``fields``)."""
+    spec = COLLECTIONS[collection]
+    names = spec.keys() if fields is None else fields
+    return [f"{collection}_{f}" for f in names]
+
+
+def counter(collection: str) -> str:
+    """The counter branch of a collection, e.g. ``nJet``."""
+    return f"n{collection}"
+
+
+def gen_branches() -> list[str]:
+    """Every generator-level branch of the contract (what FlashSim keeps from its input)."""
+    out = list(GEN_FLAT)
+    for name in GEN_COLLECTIONS:
+        out += [counter(name), *branches(name)]
+    return out
+
+
+def reco_branches() -> list[str]:
+    """Every reco-level branch of the contract (what FlashSim replaces)."""
+    out = list(RECO_FLAT)
+    for name in RECO_COLLECTIONS:
+        out += [counter(name), *branches(name)]
+    return out
+
+
+def all_branches() -> list[str]:
+    return gen_branches() + reco_branches()

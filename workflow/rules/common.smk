@@ -1,0 +1,44 @@
+# Config validation and the helpers every rule file uses. Logic lives in src/pipeline.
+import pipeline.config as pcfg
+from pipeline.io import expand_files
+
+config = pcfg.validate_config(
+    config, source=", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
+)
+SAMPLES = list(config["samples"])
+BUILTIN = pcfg.builtin_samples(config)
+EXTERNAL = pcfg.external_samples(config)
+# One MLflow experiment per capability, created once before jobs fan out (SQLite locking).
+EXPERIMENTS = ["samples", "flashsim", "calo", "classifier", "trigger", "analysis"]
+OBJECTS = ["jets", "muons"]
+
+
+wildcard_constraints:
+    sample=r"[A-Za-z][A-Za-z0-9_]*",
+    chunk=r"\d+",
+    object="jets|muons",
+
+
+def sample_files(sample):
+    """The NanoAOD files of a sample: produced chunks (built-in) or the listed files (external)."""
+    scfg = config["samples"][sample]
+    if pcfg.is_builtin(scfg):
+        return [f"results/samples/{sample}/chunk{c}.root" for c in range(pcfg.n_chunks(scfg))]
+    return expand_files(scfg["files"], what=f"samples.{sample}.files")
+
+
+def training_inputs(wildcards):
+    return [f for s in config["training_tables"]["samples"] for f in sample_files(s)]
+
+
+def all_outputs():
+    out = []
+    for s in SAMPLES:
+        out += sample_files(s) if s in BUILTIN else []
+        out += [
+            f"results/skims/{s}.parquet",
+            f"results/skims/{s}.cutflow.json",
+            f"results/plots/samples/{s}/summary.json",
+        ]
+    out += [f"results/training/{o}.parquet" for o in OBJECTS]
+    return out
