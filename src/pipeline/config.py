@@ -116,9 +116,45 @@ def validate_config(cfg: Mapping, source: str = "config", workdir: str | os.Path
     return cfg
 
 
+# Top-level keys whose value is replaced whole by an overriding config instead of merged key by
+# key: a config names exactly the samples it runs.
+REPLACED_KEYS = ("samples",)
+
+
+def merge_configs(base: Mapping, override: Mapping, _top: bool = True) -> dict:
+    """``override`` on top of ``base``: mappings merge recursively, other values are replaced."""
+    out = copy.deepcopy(dict(base))
+    for key, value in override.items():
+        if _top and key in REPLACED_KEYS:
+            out[key] = copy.deepcopy(value)
+        elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = merge_configs(out[key], value, _top=False)
+        else:
+            out[key] = copy.deepcopy(value)
+    return out
+
+
+def resolve_base(cfg: Mapping, source: str | os.PathLike, _seen: tuple = ()) -> dict:
+    """Apply ``base: <file>`` (relative to the file that says it): start from that config and
+    override it with the rest of ``cfg``. Bases can chain; cycles are an error."""
+    cfg = dict(cfg)
+    if "base" not in cfg:
+        return cfg
+    base_ref = cfg.pop("base")
+    if not isinstance(base_ref, str):
+        raise ConfigError(f"{source}: base: expected a path to another config file")
+    base_path = (Path(source).parent / base_ref).resolve()
+    if base_path in _seen:
+        raise ConfigError(f"{source}: base: '{base_ref}' forms a cycle")
+    if not base_path.exists():
+        raise ConfigError(f"{source}: base: '{base_ref}' does not exist (looked for {base_path})")
+    base = resolve_base(load_yaml(base_path), base_path, (*_seen, base_path))
+    return merge_configs(base, cfg)
+
+
 def load_config(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> dict:
-    """Load and validate a config file."""
-    return validate_config(load_yaml(path), source=str(path), workdir=workdir)
+    """Load a config file (resolving ``base:``) and validate it."""
+    return validate_config(resolve_base(load_yaml(path), path), source=str(path), workdir=workdir)
 
 
 def config_sha256(cfg: Mapping) -> str:

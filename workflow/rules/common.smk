@@ -2,9 +2,8 @@
 import pipeline.config as pcfg
 from pipeline.io import expand_files
 
-config = pcfg.validate_config(
-    config, source=", ".join(map(str, workflow.overwrite_configfiles)) or "config/config.yaml"
-)
+_CONFIG_SOURCE = str(workflow.overwrite_configfiles[-1]) if workflow.overwrite_configfiles else "config/config.yaml"
+config = pcfg.validate_config(pcfg.resolve_base(config, _CONFIG_SOURCE), source=_CONFIG_SOURCE)
 SAMPLES = list(config["samples"])
 BUILTIN = pcfg.builtin_samples(config)
 EXTERNAL = pcfg.external_samples(config)
