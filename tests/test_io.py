@@ -121,3 +121,18 @@ def test_contract_branch_lists_are_consistent():
     assert not set(nanoaod.gen_branches()) & set(nanoaod.reco_branches())
     for name in ("run", "luminosityBlock", "event"):
         assert name in nanoaod.gen_branches()
+
+
+def test_slightly_truncated_file_is_caught(tmp_path):
+    good = tmp_path / "good.root"
+    write_nanoaod(good, _events(3000), collections=["Muon"], chunk_size=500)
+    cut = tmp_path / "cut.root"
+    data = good.read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.99)])
+    with pytest.raises(InputFileError, match=r"cut\.root: truncated ROOT file"):
+        open_tree(cut)
+
+
+def test_runs_of_real_cms_file(nano_dy):
+    runs = read_runs(nano_dy)
+    assert runs["genEventCount"] >= 40 and runs["genEventSumw"] > 0

@@ -138,6 +138,14 @@ def open_tree(path: str | os.PathLike, tree: str = "Events"):
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(f"{path}: cannot be opened as ROOT, truncated or corrupt? ({exc})") from None
     try:
+        end = file.file.fEND
+    except Exception:  # noqa: BLE001
+        end = None
+    if end is not None and path.stat().st_size < end:
+        raise InputFileError(
+            f"{path}: truncated ROOT file ({path.stat().st_size} bytes, the header says {end})"
+        )
+    try:
         keys = file.keys(cycle=False)
     except Exception as exc:  # noqa: BLE001
         raise InputFileError(f"{path}: ROOT directory unreadable, truncated or corrupt? ({exc})") from None
@@ -198,9 +206,13 @@ def read_runs(path: str | os.PathLike) -> dict[str, float] | None:
             return None
         runs = f["Runs"]
         out: dict[str, float] = {}
+        names = set(runs.keys())
         for key in ("genEventCount", "genEventSumw", "genEventSumw2"):
-            if key in runs.keys():
-                out[key] = float(np.sum(runs[key].array(library="np")))
+            # NanoAOD before v9 (and coffea's test files) spell these with a trailing underscore.
+            for name in (key, f"{key}_"):
+                if name in names:
+                    out[key] = float(np.sum(runs[name].array(library="np")))
+                    break
         for key in ("xsec_pb", "xsec_err_pb"):
             if key in runs.keys():
                 out[key] = float(runs[key].array(library="np")[0])
