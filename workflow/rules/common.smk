@@ -39,5 +39,5 @@ def all_outputs():
             f"results/skims/{s}.cutflow.json",
             f"results/plots/samples/{s}/summary.json",
         ]
-    out += [f"results/training/{o}.parquet" for o in OBJECTS]
+    out += [f"results/training/{o}{kind}.parquet" for o in OBJECTS for kind in ("", "_fakes")]
     return out

@@ -24,11 +24,13 @@ rule skim:
 
 
 rule training_table:
-    """Matched (gen conditioning, reco target) rows of jets or muons for the FlashSim flows."""
+    """Matched (gen conditioning, reco target) rows of jets or muons for the FlashSim flows, and
+    the reco objects without a gen partner (fakes)."""
     input:
         training_inputs,
     output:
-        "results/training/{object}.parquet",
+        table="results/training/{object}.parquet",
+        fakes="results/training/{object}_fakes.parquet",
     params:
         files={s: sample_files(s) for s in config["training_tables"]["samples"]},
     log:

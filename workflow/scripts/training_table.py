@@ -3,5 +3,5 @@ from pipeline.skim import training_table
 
 run(
     snakemake,
-    lambda smk: training_table(smk.wildcards.object, smk.params.files, smk.output[0], smk.config),
+    lambda smk: training_table(smk.wildcards.object, smk.params.files, smk.output.table, smk.config),
 )
