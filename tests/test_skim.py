@@ -482,7 +482,95 @@ def test_muon_training_table_by_hand(hand_file, tmp_path):
     assert df["ctx_nearest_genmuon_dr"][2] == skim.NO_NEIGHBOUR_DR
     assert df["event"].tolist() == [10, 10, 11, 12] and (df["file_index"] == 0).all()
     assert summary["matched_fraction"] == pytest.approx(0.75)
-    assert not skim.fakes_path(out).exists()
+    # every reco muon points to a final-state gen muon: an empty fake table, with its schema
+    fakes_file = skim.fakes_path(out)
+    assert fakes_file.name == "muons_fakes.parquet"
+    fakes = pd.read_parquet(fakes_file)
+    assert len(fakes) == 0 and list(fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert _schema(fakes_file) == FAKE_MUON_SCHEMA
+    assert summary["fakes"]["n_rows"] == 0 and summary["fakes"]["fake_multiplicity"] == {"0": 3}
+
+
+def _schema(path) -> list[tuple[str, str]]:
+    import pyarrow.parquet as pq
+
+    return [(f.name, str(f.type)) for f in pq.read_schema(path)]
+
+
+FAKE_MUON_SCHEMA = [
+    ("ctx_n_genjets", "int32"), ("ctx_nearest_genjet_dr", "float"), ("ctx_nearest_genjet_pt", "float"),
+    ("ctx_genmet_pt", "float"), ("ctx_n_fakes", "int32"),
+    *[(f"reco_{f}", "bool" if f.endswith("Id") else "int32" if f == "charge" else "float")
+      for f in nanoaod.MUON if f != "genPartIdx"],
+    ("sample", "string"), ("event", "uint64"), ("file_index", "int32"),
+]
+
+FAKE_MUON_EVENTS = [
+    {  # 20: one true muon; fakes: two reco muons on a pion (no duplicate match), one on a decayed
+        #     (status 2) muon, one with -1 and one beyond GenPart; a reco muon on a gen muon below the
+        #     acceptance is neither a row nor a fake
+        "event": 20,
+        "GenJet": [_gj(40.0, 0.0, 0.0)],
+        "GenPart": [_gp(211, 1, 20.0, 1.0, 0.0), _gp(13, 1, 30.0, 0.5, 1.0, PROMPT),
+                    _gp(13, 2, 25.0, -0.5, 2.0), _gp(-13, 1, 3.0, 0.0, -1.0, HADRON)],
+        "Muon": [_mu(29.0, 0.5, 1.0, -1, 1), {**_mu(18.0, 1.0, 0.0, 1, 0), "mediumId": False},
+                 _mu(17.0, 1.0, 0.1, -1, 0), _mu(22.0, -0.5, 2.0, -1, 2), _mu(15.0, 0.0, 0.5, 1, -1),
+                 _mu(12.0, 2.0, 0.0, 1, 7), _mu(4.0, 0.0, -1.0, 1, 3)],
+        "GenMET_pt": 9.0,
+    },
+    {  # 21: one true muon, found; no fake
+        "event": 21,
+        "GenPart": [_gp(-13, 1, 20.0, 0.0, 0.0, PROMPT)],
+        "Muon": [_mu(21.0, 0.0, 0.0, 1, 0)],
+    },
+    {  # 22: nothing at generator level; the reco muon points beyond GenPart
+        "event": 22,
+        "Muon": [_mu(9.0, 0.3, 0.3, -1, 0)],
+    },
+]
+
+
+def test_muon_fakes_by_hand(tmp_path):
+    f = str(write_events(tmp_path / "fakes.root", FAKE_MUON_EVENTS))
+    out = tmp_path / "training" / "muons.parquet"
+    cfg = {"skim": SKIM, "training_tables": TRAINING}
+    summary = skim.training_table("muons", {"synth": [f, f]}, str(out), cfg, progress=False)
+    df = pd.read_parquet(out)
+    assert df["gen_pt"].tolist() == [30.0, 20.0] * 2 and df["is_reconstructed"].all()
+    assert summary["duplicate_matches"] == 0  # the two reco muons on the pion are fakes, not duplicates
+
+    fakes = pd.read_parquet(skim.fakes_path(out))
+    assert list(fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert "reco_genPartIdx" not in fakes.columns
+    assert _schema(skim.fakes_path(out)) == FAKE_MUON_SCHEMA
+    assert fakes["reco_pt"].tolist() == [18.0, 17.0, 22.0, 15.0, 12.0, 9.0] * 2
+    assert fakes["event"].tolist() == [20] * 5 + [22] + [20] * 5 + [22]
+    assert fakes["file_index"].tolist() == [0] * 6 + [1] * 6 and (fakes["sample"] == "synth").all()
+    assert fakes["reco_charge"].tolist()[:6] == [1, -1, -1, 1, 1, -1]
+    assert fakes["reco_mediumId"].tolist()[:6] == [False, True, True, True, True, True]
+    assert fakes["ctx_n_fakes"].tolist()[:6] == [5] * 5 + [1]
+    assert fakes["ctx_n_genjets"].tolist()[:6] == [1] * 5 + [0]
+    assert fakes["ctx_genmet_pt"].tolist()[:6] == [9.0] * 5 + [5.0]
+    np.testing.assert_allclose(fakes["ctx_nearest_genjet_dr"][:6],
+                               [1.0, math.hypot(1.0, 0.1), math.hypot(0.5, 2.0), 0.5, 2.0, skim.NO_NEIGHBOUR_DR],
+                               rtol=1e-6)
+    assert fakes["ctx_nearest_genjet_pt"].tolist()[:6] == [40.0] * 5 + [0.0]
+    assert summary["fakes"]["n_rows"] == 12 and summary["per_sample"]["synth"]["n_fakes"] == 12
+    assert summary["fakes"]["fake_multiplicity"] == {"0": 2, "1": 2, "2": 0, "3": 0, "4": 0, "5": 2}
+    assert summary["fakes"]["path"] == str(skim.fakes_path(out))
+    assert summary["fakes"]["columns"] == list(skim.FAKE_MUON_TABLE_COLUMNS)
+
+
+def test_fake_tables_document_their_columns():
+    for obj, table, idx in (("jets", skim.FAKE_JET_TABLE_COLUMNS, "genJetIdx"),
+                            ("muons", skim.FAKE_MUON_TABLE_COLUMNS, "genPartIdx")):
+        coll, spec, _ = skim._RECO[obj]
+        reco = [c[5:] for c in table if c.startswith("reco_")]
+        assert reco == [f for f in spec if f != idx]
+        ctx = ["ctx_n_genjets", "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genmet_pt", "ctx_n_fakes"]
+        assert list(table) == [*ctx, *(f"reco_{f}" for f in reco), "sample", "event", "file_index"]
+        assert all(isinstance(u, str) and d for u, d in table.values())
+        assert obj[:-1] in table["ctx_n_fakes"][1]
 
 
 def test_training_table_file_index_and_empty(hand_file, tmp_path):
@@ -497,6 +585,13 @@ def test_training_table_file_index_and_empty(hand_file, tmp_path):
     with pytest.raises(EmptySelectionError, match="jets"):
         skim.training_table("jets", {"a": [hand_file]}, str(tmp_path / "j.parquet"), tight, progress=False)
     _no_outputs(tmp_path / "j.parquet", tmp_path / "j_fakes.parquet")
+    # muons: stale outputs of an earlier run (both files) are removed too
+    tight["training_tables"]["muons"]["gen_pt_min_gev"] = 1000.0
+    for p in (out, skim.fakes_path(out)):
+        p.write_text("stale output of an earlier run")
+    with pytest.raises(EmptySelectionError, match="muons"):
+        skim.training_table("muons", {"a": [hand_file]}, str(out), tight, progress=False)
+    _no_outputs(out, tmp_path / "m_fakes.parquet")
 
 
 def test_training_table_missing_branch(hand_file, tmp_path):
@@ -505,7 +600,7 @@ def test_training_table_missing_branch(hand_file, tmp_path):
     with pytest.raises(MissingBranchError, match="Muon_pfRelIso04_all"):
         skim.training_table("muons", {"a": [hand_file, bad]}, str(out),
                             {"skim": SKIM, "training_tables": TRAINING}, progress=False)
-    _no_outputs(out)
+    _no_outputs(out, skim.fakes_path(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -537,6 +632,24 @@ def test_training_tables_on_real_nanoaod(tmp_path):
     fakes = pd.read_parquet(tmp_path / "jets_fakes.parquet")
     n_fake = int(ak.sum((a.Jet_genJetIdx < 0) | (a.Jet_genJetIdx >= ak.num(a.GenJet_pt))))
     assert len(fakes) == n_fake == jets["fakes"]["n_rows"]
+
+    # muon fakes, per event in plain Python: genPartIdx not pointing to a final-state gen muon
+    with uproot.open(real) as f:
+        m = f["Events"].arrays(["event", "Muon_pt", "Muon_genPartIdx", "GenPart_pdgId", "GenPart_status"])
+    exp_pt, exp_event = [], []
+    for ev in m.to_list():
+        for pt, idx in zip(ev["Muon_pt"], ev["Muon_genPartIdx"]):
+            if not (0 <= idx < len(ev["GenPart_pdgId"]) and abs(ev["GenPart_pdgId"][idx]) == 13
+                    and ev["GenPart_status"][idx] == 1):
+                exp_pt.append(pt)
+                exp_event.append(ev["event"])
+    mu_fakes = pd.read_parquet(tmp_path / "muons_fakes.parquet")
+    assert list(mu_fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert mu_fakes["reco_pt"].tolist() == pytest.approx(exp_pt) and mu_fakes["event"].tolist() == exp_event
+    assert len(mu_fakes) == muons["fakes"]["n_rows"] > 0
+    for s in (jets, muons):
+        mult = {int(k): v for k, v in s["fakes"]["fake_multiplicity"].items()}
+        assert sum(mult.values()) == len(m) and sum(k * v for k, v in mult.items()) == s["fakes"]["n_rows"]
 
 
 def test_skim_on_real_nanoaod(tmp_path):

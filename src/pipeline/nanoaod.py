@@ -128,12 +128,52 @@ def gen_branches() -> list[str]:
 
 
 def reco_branches() -> list[str]:
-    """Every reco-level branch of the contract (what FlashSim replaces)."""
+    """Every reco-level branch of the contract (what FlashSim replaces), cross-references included."""
     out = list(RECO_FLAT)
     for name in RECO_COLLECTIONS:
         out += [counter(name), *branches(name)]
+        out += [f"{name}_{f}" for f in CROSS_REFERENCES.get(name, {})]
     return out
 
 
 def all_branches() -> list[str]:
     return gen_branches() + reco_branches()
+
+
+# Cross-references between reco collections, as in CMS NanoAOD. They are derived from the
+# collections after simulation (full or flash) by :func:`add_cross_references`, not simulated,
+# so they are not among the fields a FlashSim model generates.
+CROSS_REFERENCES: dict[str, dict] = {
+    "Jet": {"muonIdx1": np.int32, "muonIdx2": np.int32},
+    "Muon": {"jetIdx": np.int32},
+}
+CROSS_REFERENCE_DR = 0.4
+
+
+def add_cross_references(jets, muons, dr_max: float = CROSS_REFERENCE_DR):
+    """Return ``(jets, muons)`` with ``Jet_muonIdx1/2`` and ``Muon_jetIdx`` filled.
+
+    A muon belongs to the closest jet within ``dr_max`` (``Muon_jetIdx``, -1 if none); a jet lists
+    the first two muons (in muon order) that belong to it (``Jet_muonIdx1/2``, -1 if none).
+    """
+    import awkward as ak
+
+    pairs = ak.cartesian({"mu": muons[["eta", "phi"]], "jet": jets[["eta", "phi"]]}, nested=True)
+    dphi = (pairs.mu.phi - pairs.jet.phi + np.pi) % (2 * np.pi) - np.pi
+    dr = np.hypot(pairs.mu.eta - pairs.jet.eta, dphi)  # [event][muon][jet]
+    best = ak.argmin(dr, axis=2, keepdims=True)
+    best_dr = ak.firsts(dr[best], axis=2)
+    jet_idx = ak.fill_none(ak.where(best_dr < dr_max, ak.firsts(best, axis=2), -1), -1)
+    jet_idx = ak.values_astype(jet_idx, np.int32)
+
+    # For each jet, the muons pointing to it, in muon order.
+    mu_index = ak.local_index(jet_idx, axis=1)
+    jet_index = ak.local_index(jets.eta, axis=1)
+    owns = ak.cartesian({"jet": jet_index, "mu": jet_idx}, nested=True)  # [event][jet][muon]
+    owned = ak.cartesian({"jet": jet_index, "mu": mu_index}, nested=True)
+    mine = owned.mu[owns.mu == owns.jet]
+    padded = ak.fill_none(ak.pad_none(mine, 2, axis=2, clip=True), -1)
+    jets = ak.with_field(jets, ak.values_astype(padded[:, :, 0], np.int32), "muonIdx1")
+    jets = ak.with_field(jets, ak.values_astype(padded[:, :, 1], np.int32), "muonIdx2")
+    muons = ak.with_field(muons, jet_idx, "jetIdx")
+    return jets, muons

@@ -8,10 +8,10 @@
 :func:`training_table`
     One row per generator-level jet or muon in the acceptance of ``training_tables.<obj>``: the
     generator conditioning (``gen_*``), the event context (``ctx_*``), whether a reco object is
-    matched to it (``is_reconstructed``) and the reco target (``reco_*``). For jets, a second table
-    of fake jets (reco jets without a stored gen jet) is written next to it
-    (:func:`fakes_path`). Columns are documented in :data:`JET_TABLE_COLUMNS`,
-    :data:`MUON_TABLE_COLUMNS` and :data:`FAKE_JET_TABLE_COLUMNS`.
+    matched to it (``is_reconstructed``) and the reco target (``reco_*``). A second table of
+    fakes (reco jets without a stored gen jet, reco muons without a stable gen muon) is written
+    next to it (:func:`fakes_path`). Columns are documented in :data:`JET_TABLE_COLUMNS`,
+    :data:`MUON_TABLE_COLUMNS`, :data:`FAKE_JET_TABLE_COLUMNS` and :data:`FAKE_MUON_TABLE_COLUMNS`.
 
 Both read only the branches they need (:func:`skim_branches`, :func:`training_branches`), one
 chunk at a time, check every input file before reading any, and write atomically: on any error
@@ -88,25 +88,39 @@ MUON_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "is_reconstructed": ("", "a reco Muon has genPartIdx pointing to this GenPart"),
 }
 
-#: Fake-jet table (reco jets with no stored gen jet): name -> (unit, description).
+#: Fake-jet table (reco jets whose genJetIdx is -1 or beyond the stored GenJets): name -> (unit, description).
 FAKE_JET_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "ctx_n_genjets": ("", "number of GenJets in the event"),
     "ctx_nearest_genjet_dr": ("", f"dR to the nearest GenJet ({NO_NEIGHBOUR_DR} if none)"),
     "ctx_nearest_genjet_pt": ("GeV", "pT of the nearest GenJet (0 if none)"),
     "ctx_genmet_pt": ("GeV", "GenMET_pt of the event"),
     "ctx_n_fakes": ("", "number of fake jets in the event"),
-    # reco_<f> for every JET field except genJetIdx
+    # reco_<f> for every JET field except genJetIdx, filled below
 }
 
+#: Fake-muon table (reco muons whose genPartIdx is -1, beyond the stored GenParts, or points to a
+#: GenPart that is not a final-state muon, |pdgId| != 13 or status != 1: every reco muon that is not
+#: a reco candidate of a row of the muon table): name -> (unit, description).
+FAKE_MUON_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
+    "ctx_n_genjets": ("", "number of GenJets in the event"),
+    "ctx_nearest_genjet_dr": ("", f"dR to the nearest GenJet ({NO_NEIGHBOUR_DR} if none)"),
+    "ctx_nearest_genjet_pt": ("GeV", "pT of the nearest GenJet (0 if none)"),
+    "ctx_genmet_pt": ("GeV", "GenMET_pt of the event"),
+    "ctx_n_fakes": ("", "number of fake muons in the event"),
+    # reco_<f> for every MUON field except genPartIdx, filled below
+}
+
+# per object: reco collection, its contract, its gen-index field, its two tables
 _RECO = {"jets": ("Jet", nanoaod.JET, "genJetIdx"), "muons": ("Muon", nanoaod.MUON, "genPartIdx")}
+_TABLE_COLUMNS = {"jets": JET_TABLE_COLUMNS, "muons": MUON_TABLE_COLUMNS}
+_FAKE_TABLE_COLUMNS = {"jets": FAKE_JET_TABLE_COLUMNS, "muons": FAKE_MUON_TABLE_COLUMNS}
 for _obj, (_coll, _spec, _idx) in _RECO.items():
-    _table = JET_TABLE_COLUMNS if _obj == "jets" else MUON_TABLE_COLUMNS
     for _f in _spec:
         if _f != _idx:
-            _table[f"reco_{_f}"] = ("", f"{_coll}_{_f} of the matched (leading) reco object; NaN / -1 / False if none")
-            if _obj == "jets":
-                FAKE_JET_TABLE_COLUMNS[f"reco_{_f}"] = ("", f"{_coll}_{_f} of the fake jet")
-for _t in (JET_TABLE_COLUMNS, MUON_TABLE_COLUMNS, FAKE_JET_TABLE_COLUMNS):
+            _TABLE_COLUMNS[_obj][f"reco_{_f}"] = (
+                "", f"{_coll}_{_f} of the matched (leading) reco object; NaN / -1 / False if none")
+            _FAKE_TABLE_COLUMNS[_obj][f"reco_{_f}"] = ("", f"{_coll}_{_f} of the fake {_obj[:-1]}")
+for _t in (*_TABLE_COLUMNS.values(), *_FAKE_TABLE_COLUMNS.values()):
     _t["sample"] = ("", "sample name")
     _t["event"] = ("", "event number")
     _t["file_index"] = ("", "index of the file in the sample's file list")
@@ -177,7 +191,7 @@ def _remove(paths: Iterable[Path]) -> None:
 
 
 def fakes_path(out_path: str | os.PathLike) -> Path:
-    """Where :func:`training_table` writes the fake-jet table: ``jets.parquet`` -> ``jets_fakes.parquet``."""
+    """Where :func:`training_table` writes the fake table: ``muons.parquet`` -> ``muons_fakes.parquet``."""
     p = Path(out_path)
     return p.with_name(f"{p.stem}_fakes{p.suffix or '.parquet'}")
 
@@ -412,12 +426,16 @@ def _nearest(objs: ak.Array, others: ak.Array, same: bool = False, cone: float |
     return out
 
 
-def _leading_match(n_gen: np.ndarray, idx: ak.Array, reco_pt: ak.Array) -> tuple[np.ndarray, np.ndarray, int]:
+def _leading_match(
+    n_gen: np.ndarray, idx: ak.Array, reco_pt: ak.Array, target: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, int]:
     """Match reco objects to gen objects through a per-event index (``genJetIdx``/``genPartIdx``).
 
-    Returns ``match`` (for every gen object, flattened over events: the flat index of its leading
-    matched reco object or -1), ``valid`` (per flat reco object: it points to a stored gen object)
-    and the number of reco objects that lost a duplicate match to a harder one.
+    ``target`` (per gen object, flattened over events; default all): the gen objects a reco object
+    may be matched to. Returns ``match`` (for every gen object: the flat index of its leading
+    matched reco object or -1), ``valid`` (per flat reco object: it points to a stored target gen
+    object; the others are fakes) and the number of reco objects that lost a duplicate match to a
+    harder one.
     """
     counts = _np(ak.num(idx, axis=1), np.int64)
     ev = np.repeat(np.arange(len(counts)), counts)
@@ -426,6 +444,9 @@ def _leading_match(n_gen: np.ndarray, idx: ak.Array, reco_pt: ak.Array) -> tuple
     offsets = np.concatenate([[0], np.cumsum(n_gen)])
     valid = (gi >= 0) & (gi < n_gen[ev])
     gidx = np.where(valid, offsets[ev] + gi, -1)
+    if target is not None:
+        valid[valid] = target[gidx[valid]]
+        gidx = np.where(valid, gidx, -1)
     match = np.full(int(offsets[-1]), -1, dtype=np.int64)
     cand = np.flatnonzero(valid)
     order = cand[np.lexsort((-pt[cand], gidx[cand]))]
@@ -446,6 +467,34 @@ def _reco_columns(reco: ak.Array, fields: Iterable[str], spec: Mapping, rows: np
         col[has] = flat[rows[has]]
         out[f"reco_{f}"] = col
     return out
+
+
+def _reco_fields(obj: str) -> list[str]:
+    """The contract fields of the reco collection of ``obj`` that become ``reco_*`` columns."""
+    _, spec, idx_field = _RECO[obj]
+    return [f for f in spec if f != idx_field]
+
+
+def _fake_rows(obj: str, arrays, reco: ak.Array, valid: np.ndarray, gj: ak.Array, ids: dict) -> tuple[dict, np.ndarray]:
+    """Rows of the fake table of ``obj``: the reco objects that are not ``valid`` (see
+    :func:`_leading_match`), with their event context; and the fake multiplicity of the chunk
+    (number of events with 0, 1, 2, ... fakes)."""
+    n_reco = _np(ak.num(reco, axis=1), np.int64)
+    ev_reco = np.repeat(np.arange(len(n_reco)), n_reco)
+    fake = ~valid
+    ev_f = ev_reco[fake]
+    n_fakes_ev = np.bincount(ev_f, minlength=len(n_reco))
+    dr_fg, pt_fg = _nearest(reco, gj)
+    rows: dict[str, np.ndarray] = {
+        "ctx_n_genjets": _np(ak.num(gj, axis=1), np.int32)[ev_f],
+        "ctx_nearest_genjet_dr": _np(ak.flatten(dr_fg), np.float32)[fake],
+        "ctx_nearest_genjet_pt": _np(ak.flatten(pt_fg), np.float32)[fake],
+        "ctx_genmet_pt": _np(arrays[GENMET_PT], np.float32)[ev_f],
+        "ctx_n_fakes": n_fakes_ev[ev_f].astype(np.int32),
+    }
+    rows.update(_reco_columns(reco, _reco_fields(obj), _RECO[obj][1], np.flatnonzero(fake)))
+    rows.update(_ids(ids, ev_f))
+    return rows, np.bincount(n_fakes_ev)
 
 
 def _jet_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
@@ -472,31 +521,14 @@ def _jet_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
     match, valid, dup = _leading_match(n_gj, jets["genJetIdx"], jets["pt"])
     m = match[acc_flat]
     rows["is_reconstructed"] = m >= 0
-    reco_fields = [f for f in nanoaod.JET if f != "genJetIdx"]
-    rows.update(_reco_columns(jets, reco_fields, nanoaod.JET, m))
+    rows.update(_reco_columns(jets, _reco_fields("jets"), nanoaod.JET, m))
     rows.update(_ids(ids, ev_gen))
-
     # fakes: reco jets that point to no stored GenJet
-    n_reco = _np(ak.num(jets, axis=1), np.int64)
-    ev_reco = np.repeat(np.arange(len(n_reco)), n_reco)
-    fake = ~valid
-    dr_fg, pt_fg = _nearest(jets, gj)
-    n_fakes_ev = np.bincount(ev_reco[fake], minlength=len(n_reco))
-    ev_f = ev_reco[fake]
-    fakes: dict[str, np.ndarray] = {
-        "ctx_n_genjets": n_gj[ev_f].astype(np.int32),
-        "ctx_nearest_genjet_dr": _np(ak.flatten(dr_fg), np.float32)[fake],
-        "ctx_nearest_genjet_pt": _np(ak.flatten(pt_fg), np.float32)[fake],
-        "ctx_genmet_pt": met[ev_f],
-        "ctx_n_fakes": n_fakes_ev[ev_f].astype(np.int32),
-    }
-    fakes.update(_reco_columns(jets, reco_fields, nanoaod.JET, np.flatnonzero(fake)))
-    fakes.update(_ids(ids, ev_f))
-    stats = {"duplicate_matches": dup, "fake_multiplicity": np.bincount(n_fakes_ev)}
-    return rows, fakes, stats
+    fakes, mult = _fake_rows("jets", arrays, jets, valid, gj, ids)
+    return rows, fakes, {"duplicate_matches": dup, "fake_multiplicity": mult}
 
 
-def _muon_chunk(arrays, tcfg, ids) -> tuple[dict, None, dict]:
+def _muon_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
     gj = io.collection(arrays, "GenJet", _GENJET_CTX_FIELDS)
     gp = io.collection(arrays, "GenPart", _GENPART_FIELDS)
     muons = io.collection(arrays, "Muon", list(nanoaod.MUON))
@@ -528,13 +560,14 @@ def _muon_chunk(arrays, tcfg, ids) -> tuple[dict, None, dict]:
     rows["ctx_genjet_sumpt_dr04"] = _np(ak.flatten(sum04), np.float32)
     rows["ctx_nearest_genmuon_dr"] = dr_mm
     rows["ctx_genmet_pt"] = _np(arrays[GENMET_PT], np.float32)[ev_gen]
-    match, _, dup = _leading_match(n_gp, muons["genPartIdx"], muons["pt"])
+    # only final-state gen muons are match targets: a reco muon pointing elsewhere is a fake
+    match, valid, dup = _leading_match(n_gp, muons["genPartIdx"], muons["pt"], _np(ak.flatten(is_mu), bool))
     m = match[acc_flat]
     rows["is_reconstructed"] = m >= 0
-    reco_fields = [f for f in nanoaod.MUON if f != "genPartIdx"]
-    rows.update(_reco_columns(muons, reco_fields, nanoaod.MUON, m))
+    rows.update(_reco_columns(muons, _reco_fields("muons"), nanoaod.MUON, m))
     rows.update(_ids(ids, ev_gen))
-    return rows, None, {"duplicate_matches": dup}
+    fakes, mult = _fake_rows("muons", arrays, muons, valid, gj, ids)
+    return rows, fakes, {"duplicate_matches": dup, "fake_multiplicity": mult}
 
 
 def _nearest_other(cand, genmu, gp, acc, is_mu) -> np.ndarray:
@@ -582,11 +615,15 @@ def training_table(
     for muons. Files are read in chunks of ``cfg['skim']['chunk_events']``. Columns: :data:`JET_TABLE_COLUMNS` /
     :data:`MUON_TABLE_COLUMNS`. A gen object is reconstructed when a reco object's
     ``Jet_genJetIdx`` / ``Muon_genPartIdx`` points to it; when several do, the leading one is the
-    target. For jets, reco jets whose ``genJetIdx`` is -1 or points beyond the stored GenJets are
-    written to :func:`fakes_path` (columns :data:`FAKE_JET_TABLE_COLUMNS`); the summary's
-    ``fake_multiplicity`` (events with 0, 1, 2, ... fakes) lets a model of the fake rate include
-    the events without fakes. Raises :class:`EmptySelectionError` if no gen object is in the
-    acceptance; no output is left behind on any error.
+    target. Fakes are written to :func:`fakes_path` (columns :data:`FAKE_JET_TABLE_COLUMNS` /
+    :data:`FAKE_MUON_TABLE_COLUMNS`, an empty table keeps its schema): reco jets whose
+    ``genJetIdx`` is -1 or points beyond the stored GenJets; reco muons whose ``genPartIdx`` is -1,
+    points beyond the stored GenParts or to a GenPart that is not a final-state muon (so every
+    reco muon is either a fake or a match candidate of a final-state gen muon; one pointing to a
+    gen muon outside the acceptance is neither a fake nor the target of a row, as for jets). The
+    summary's ``fakes.fake_multiplicity`` (events with 0, 1, 2, ... fakes) lets a model of the fake
+    rate include the events without fakes. Raises :class:`EmptySelectionError` if no gen object
+    is in the acceptance; on any error neither output is left behind.
     """
     if obj not in _RECO:
         raise ConfigError(f"training table object {obj!r}; expected one of {', '.join(_RECO)}")
@@ -596,7 +633,7 @@ def training_table(
     except (KeyError, TypeError):
         raise ConfigError(f"training_tables.{obj}.gen_pt_min_gev / gen_abs_eta_max missing from the config") from None
     chunk_events = int(cfg.get("skim", {}).get("chunk_events", 100_000))
-    outputs = [Path(out_path)] + ([fakes_path(out_path)] if obj == "jets" else [])
+    outputs = [Path(out_path), fakes_path(out_path)]
     try:
         return _training_table(obj, sample_files, outputs, tcfg, chunk_events, progress)
     except BaseException:
@@ -618,7 +655,7 @@ def _training_table(obj, sample_files, outputs, tcfg, chunk_events, progress) ->
     fake_mult = np.zeros(1, dtype=np.int64)
     with _progress(sum(entries.values()), f"training table {obj}", progress) as bar:
         for sample, files in sample_files.items():
-            st = per_sample.setdefault(sample, {"n_events": 0, "n_rows": 0, "n_reconstructed": 0})
+            st = per_sample.setdefault(sample, {"n_events": 0, "n_rows": 0, "n_reconstructed": 0, "n_fakes": 0})
             for file_index, path in enumerate(files):
                 for _, arrays in io.iterate_events([str(path)], branches, step_size=chunk_events, stage=stage):
                     ids = {"event": _np(arrays[EVENT], nanoaod.EVENT_ID["event"]), "file_index": file_index,
@@ -631,14 +668,13 @@ def _training_table(obj, sample_files, outputs, tcfg, chunk_events, progress) ->
                     dup += stats["duplicate_matches"]
                     if len(rows["event"]):
                         parts.append(rows)
-                    if fakes is not None:
-                        st["n_fakes"] = st.get("n_fakes", 0) + len(fakes["event"])
-                        if len(fakes["event"]):
-                            fake_parts.append(fakes)
-                        fm = stats["fake_multiplicity"]
-                        if len(fm) > len(fake_mult):
-                            fake_mult = np.pad(fake_mult, (0, len(fm) - len(fake_mult)))
-                        fake_mult[: len(fm)] += fm
+                    st["n_fakes"] += len(fakes["event"])
+                    if len(fakes["event"]):
+                        fake_parts.append(fakes)
+                    fm = stats["fake_multiplicity"]
+                    if len(fm) > len(fake_mult):
+                        fake_mult = np.pad(fake_mult, (0, len(fm) - len(fake_mult)))
+                    fake_mult[: len(fm)] += fm
                     del arrays
                     bar.update(n)
 
@@ -649,7 +685,7 @@ def _training_table(obj, sample_files, outputs, tcfg, chunk_events, progress) ->
             f"|eta| < {tcfg['gen_abs_eta_max']} in samples {', '.join(sample_files)} "
             f"({sum(s['n_events'] for s in per_sample.values())} events read)"
         )
-    columns = JET_TABLE_COLUMNS if obj == "jets" else MUON_TABLE_COLUMNS
+    columns = _TABLE_COLUMNS[obj]
     table = _to_table(parts, columns)
     n_reco = int(np.asarray(table["is_reconstructed"]).sum())
     summary = {
@@ -663,31 +699,33 @@ def _training_table(obj, sample_files, outputs, tcfg, chunk_events, progress) ->
         "per_sample": per_sample,
         "columns": list(columns),
     }
-    if obj == "jets":
-        fake_table = _to_table(fake_parts, FAKE_JET_TABLE_COLUMNS)
-        if not fake_parts:  # keep the schema of an empty table
-            fake_table = fake_table.cast(_empty_fake_schema())
-        io.write_parquet(outputs[1], fake_table)
-        summary["fakes"] = {
-            "path": str(outputs[1]),
-            "n_rows": fake_table.num_rows,
-            "fake_multiplicity": {str(i): int(c) for i, c in enumerate(fake_mult)},
-            "columns": list(FAKE_JET_TABLE_COLUMNS),
-        }
+    fake_columns = _FAKE_TABLE_COLUMNS[obj]
+    fake_table = _to_table(fake_parts, fake_columns)
+    if not fake_parts:  # keep the schema of an empty table
+        fake_table = fake_table.cast(_empty_fake_schema(obj))
+    io.write_parquet(outputs[1], fake_table)
+    summary["fakes"] = {
+        "path": str(outputs[1]),
+        "n_rows": fake_table.num_rows,
+        "fake_multiplicity": {str(i): int(c) for i, c in enumerate(fake_mult)},
+        "columns": list(fake_columns),
+    }
     io.write_parquet(outputs[0], table)
     log.info("training table %s: %d rows, %.1f%% reconstructed", obj, n_rows, 100 * n_reco / n_rows)
     return summary
 
 
-def _empty_fake_schema():
+def _empty_fake_schema(obj: str):
+    """The schema of the fake table of ``obj`` (what :func:`_fake_rows` writes)."""
     import pyarrow as pa
 
+    spec = _RECO[obj][1]
     fields = []
-    for name in FAKE_JET_TABLE_COLUMNS:
+    for name in _FAKE_TABLE_COLUMNS[obj]:
         if name == "sample":
             t = pa.string()
         elif name.startswith("reco_"):
-            t = pa.from_numpy_dtype(np.dtype(nanoaod.JET[name[5:]]))
+            t = pa.from_numpy_dtype(np.dtype(spec[name[5:]]))
         elif name in ("ctx_n_genjets", "ctx_n_fakes", "file_index"):
             t = pa.int32()
         elif name == "event":

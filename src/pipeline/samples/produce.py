@@ -33,6 +33,9 @@ def _contract(arr: ak.Array, spec: Mapping[str, type]) -> ak.Array:
 def nanoaod_events(gen, reco: Mapping, run: int, first_event: int) -> dict:
     """The NanoAOD branches of a chunk (see :mod:`pipeline.nanoaod`) as one dict."""
     n = len(gen)
+    jets, muons = nanoaod.add_cross_references(
+        _contract(reco["Jet"], nanoaod.JET), _contract(reco["Muon"], nanoaod.MUON)
+    )
     events = {
         "run": np.full(n, run, dtype=np.uint32),
         "luminosityBlock": np.full(n, 1 + first_event // EVENT_STRIDE, dtype=np.uint32),
@@ -44,8 +47,8 @@ def nanoaod_events(gen, reco: Mapping, run: int, first_event: int) -> dict:
         "MET_phi": np.asarray(reco["MET_phi"], dtype=np.float32),
         "GenPart": _contract(gen.gen_part, nanoaod.GENPART),
         "GenJet": _contract(gen.gen_jets, nanoaod.GENJET),
-        "Jet": _contract(reco["Jet"], nanoaod.JET),
-        "Muon": _contract(reco["Muon"], nanoaod.MUON),
+        "Jet": jets,
+        "Muon": muons,
     }
     return events
 

@@ -1,0 +1,575 @@
+"""Plotting helpers shared by every stage: ``hist`` histograms drawn with mplhep's CMS style.
+
+Conventions (so that every plot of the pipeline reads the same way):
+
+- CMS style (``mplhep.style.CMS``, applied on import) and the label "CMS Simulation Private work
+  (13.6 TeV)" (:data:`LABEL`; override per call with ``label_kwargs``).
+- Every axis is labelled, with its unit in square brackets where it has one
+  (``"Gen jet $p_T$ [GeV]"``); the plotting functions refuse an empty axis label.
+- Statistical uncertainties are always drawn: bands for histograms, error bars for profiles,
+  Clopper-Pearson intervals for efficiencies. Bins without entries are not drawn (NaN), never
+  drawn as zero.
+- Ratio panels show ``other / reference``; the grey band around 1 is the reference's own relative
+  statistical uncertainty, the error bars the other histogram's.
+- :func:`save` writes atomically (temporary file + rename), PNG at 150 dpi, optionally a PDF
+  next to it, and closes the figure. Figures are made with the non-interactive Agg backend.
+
+Profiles (:class:`Profile`) summarise a response distribution in bins of ``x``:
+
+``stat="quantile"`` (default, robust to the non-Gaussian tails of detector response)
+    centre = median, width = half the 16-84 % inter-quantile range (equals sigma for a Gaussian).
+    Uncertainties are the large-sample Gaussian approximations
+    ``sqrt(pi/2) * width / sqrt(n)`` for the median and ``0.964 * width / sqrt(n)`` for the width
+    (from the asymptotic covariance of the 16 % and 84 % sample quantiles).
+``stat="mean"``
+    centre = mean +- std/sqrt(n), width = standard deviation +- std/sqrt(2(n-1)).
+
+The relative resolution is ``width / centre``. Bins with fewer than ``min_entries`` entries give
+NaN. Profiles can be computed exactly from arrays (:func:`profile`) or, for data read in chunks,
+from a 2-D ``hist`` (x, y) filled chunk by chunk (:func:`profile_from_hist`), where quantiles are
+interpolated linearly inside the fine ``y`` bins (choose ``y`` bins well below the resolution).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+if "matplotlib.pyplot" not in sys.modules:  # do not switch the backend of an interactive session
+    matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import mplhep as hep  # noqa: E402
+import numpy as np  # noqa: E402
+
+from pipeline.io import atomic_output  # noqa: E402
+
+hep.style.use("CMS")
+
+#: Experiment label of every plot: "CMS Simulation Private work (13.6 TeV)".
+LABEL: dict[str, Any] = {"exp": "CMS", "text": "Private work", "data": False, "com": 13.6, "loc": 0}
+DPI = 150
+GAUSS_1SIGMA = 0.682689492137086  # coverage of +-1 sigma
+_Q_LO, _Q_HI = 0.5 - GAUSS_1SIGMA / 2, 0.5 + GAUSS_1SIGMA / 2  # 0.1587, 0.8413
+_MEDIAN_ERR = math.sqrt(math.pi / 2)
+_HALF_IQR68_ERR = 0.964  # see module docstring
+RATIO_BAND = {"color": "0.6", "alpha": 0.4, "linewidth": 0}
+
+
+# --------------------------------------------------------------------------------------------
+# figures and saving
+# --------------------------------------------------------------------------------------------
+def _check_label(name: str, text: str | None) -> str:
+    if not text or not str(text).strip():
+        raise ValueError(f"{name} is required: label every axis (with its unit, e.g. '$p_T$ [GeV]')")
+    return str(text)
+
+
+def experiment_label(ax, label_kwargs: Mapping[str, Any] | None = None, **extra: Any) -> None:
+    """Draw the experiment label (:data:`LABEL`, updated by ``label_kwargs``) on ``ax``."""
+    kwargs = {**LABEL, **(label_kwargs or {}), **extra}
+    exp = kwargs.pop("exp")
+    hep.label.exp_label(exp=exp, ax=ax, **kwargs)
+
+
+def figure(figsize: tuple[float, float] = (10, 9)):
+    """A single-panel figure: ``(fig, ax)``."""
+    fig, ax = plt.subplots(figsize=figsize)
+    return fig, ax
+
+
+def figure_with_ratio(figsize: tuple[float, float] = (10, 10), height_ratios: tuple[float, float] = (3, 1)):
+    """A main panel and a ratio panel below it, sharing x: ``(fig, ax_main, ax_ratio)``.
+
+    The main panel's x tick labels are hidden; put the x label on ``ax_ratio``.
+    """
+    fig, (ax, rax) = plt.subplots(2, 1, figsize=figsize, sharex=True,
+                                  gridspec_kw={"height_ratios": list(height_ratios), "hspace": 0.06})
+    ax.tick_params(labelbottom=False)
+    return fig, ax, rax
+
+
+def save(fig, path: str | os.PathLike, pdf: bool = False, dpi: int = DPI) -> str:
+    """Write ``fig`` to ``path`` (PNG, ``dpi``) atomically, and ``path`` with ``.pdf`` if ``pdf``.
+
+    The figure is closed afterwards, also when writing fails. Returns ``str(path)``.
+    """
+    path = Path(path)
+    try:
+        with atomic_output(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+        if pdf:
+            with atomic_output(path.with_suffix(".pdf")) as tmp:
+                fig.savefig(tmp, format="pdf", metadata={"Creator": None, "Producer": None,
+                                                         "CreationDate": None})
+    finally:
+        plt.close(fig)
+    return str(path)
+
+
+def _finish(fig, path: str | os.PathLike | None, pdf: bool):
+    return fig if path is None else save(fig, path, pdf=pdf)
+
+
+def _legend(ax, title: str | None = None, ncol: int = 1, rescale: bool = True, **kwargs: Any) -> None:
+    """A legend that does not overlap the data: y range extended until it fits (``rescale``)."""
+    handles, _ = ax.get_legend_handles_labels()
+    if not handles:
+        return
+    ax.legend(title=title, ncol=ncol, **kwargs)
+    if not rescale:
+        return
+    try:
+        hep.yscale_legend(ax, soft_fail=True)
+    except Exception:  # noqa: BLE001 - cosmetics only; never fail a stage for it
+        pass
+
+
+def _no_entries(ax) -> None:
+    ax.text(0.5, 0.5, "no entries", transform=ax.transAxes, ha="center", va="center", color="0.4")
+
+
+# --------------------------------------------------------------------------------------------
+# histograms
+# --------------------------------------------------------------------------------------------
+def _values_errors(h, density: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """In-range values, stat errors and edges of a 1-D hist (variances = counts if unweighted)."""
+    values = np.asarray(h.values(), dtype=float)
+    var = h.variances()
+    var = values.copy() if var is None else np.asarray(var, dtype=float)
+    edges = np.asarray(h.axes[0].edges, dtype=float)
+    if density:
+        total = values.sum()
+        norm = total * np.diff(edges) if total > 0 else np.ones_like(values)
+        values, var = values / norm, var / norm**2
+    return values, np.sqrt(np.clip(var, 0, None)), edges
+
+
+def _draw_hist(ax, values, errors, edges, label, color, band: bool = True) -> None:
+    ax.stairs(values, edges, label=label, color=color, linewidth=2, baseline=None)
+    if band:
+        ax.stairs(values + errors, edges, baseline=values - errors, fill=True, color=color, alpha=0.25,
+                  linewidth=0)
+
+
+def _colors(n: int) -> list[str]:
+    cycle = plt.rcParams["axes.prop_cycle"].by_key().get("color", ["C0", "C1", "C2", "C3"])
+    return [cycle[i % len(cycle)] for i in range(n)]
+
+
+def plot_hists(hists: Sequence, labels: Sequence[str], *, xlabel: str, ylabel: str, density: bool = False,
+               logy: bool = False, path: str | os.PathLike | None = None, legend_title: str | None = None,
+               pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
+    """Overlay 1-D histograms with statistical error bands (no ratio panel).
+
+    Returns the figure, or the written path when ``path`` is given.
+    """
+    _check_label("xlabel", xlabel)
+    _check_label("ylabel", ylabel)
+    fig, ax = figure()
+    any_entries = False
+    for h, label, color in zip(hists, labels, _colors(len(hists)), strict=True):
+        v, e, edges = _values_errors(h, density)
+        any_entries |= bool(np.any(v > 0))
+        _draw_hist(ax, v, e, edges, label, color)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    _set_yscale(ax, logy, any_entries)
+    experiment_label(ax, label_kwargs)
+    _legend(ax, legend_title)
+    if not any_entries:
+        _no_entries(ax)
+    return _finish(fig, path, pdf)
+
+
+def _set_yscale(ax, logy: bool, any_entries: bool) -> None:
+    if logy and any_entries:
+        ax.set_yscale("log")
+    else:
+        ax.set_ylim(bottom=0)
+
+
+def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_index: int = 0, *, xlabel: str,
+                          ylabel: str, density: bool = False, path: str | os.PathLike | None = None,
+                          logy: bool = False, ratio_label: str | None = None,
+                          ratio_range: tuple[float, float] | None = None, legend_title: str | None = None,
+                          pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
+    """Overlay 1-D histograms (stat error bands) with a ratio panel ``other / reference``.
+
+    ``hists[reference_index]`` is the reference (e.g. full simulation, or the generator level).
+    With ``density`` every histogram is normalised to unit area over its in-range bins. In the
+    ratio panel the grey band is the reference's relative stat uncertainty; error bars are the
+    other histogram's. Bins where the reference is empty are not drawn. ``ratio_range`` defaults
+    to a range around 1 that contains the well-measured ratios (within [0, 2]). Returns the figure, or the
+    written path when ``path`` is given.
+    """
+    _check_label("xlabel", xlabel)
+    _check_label("ylabel", ylabel)
+    if not 0 <= reference_index < len(hists):
+        raise ValueError(f"reference_index {reference_index} out of range for {len(hists)} histograms")
+    fig, ax, rax = figure_with_ratio()
+    colors = _colors(len(hists))
+    drawn = [_values_errors(h, density) for h in hists]
+    any_entries = False
+    for (v, e, edges), label, color in zip(drawn, labels, colors, strict=True):
+        any_entries |= bool(np.any(v > 0))
+        _draw_hist(ax, v, e, edges, label, color)
+    ax.set_ylabel(ylabel)
+    _set_yscale(ax, logy, any_entries)
+    experiment_label(ax, label_kwargs)
+    _legend(ax, legend_title)
+    if not any_entries:
+        _no_entries(ax)
+
+    ref_v, ref_e, ref_edges = drawn[reference_index]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rel = np.where(ref_v > 0, ref_e / ref_v, np.nan)
+    rax.stairs(1 + rel, ref_edges, baseline=1 - rel, fill=True, **RATIO_BAND,
+               label=f"{labels[reference_index]} stat. unc.")
+    rax.axhline(1.0, color="0.3", linewidth=1, linestyle="--")
+    finite: list[np.ndarray] = []
+    for i, ((v, e, edges), color) in enumerate(zip(drawn, colors, strict=True)):
+        if i == reference_index:
+            continue
+        if len(edges) != len(ref_edges) or not np.allclose(edges, ref_edges):
+            raise ValueError(f"histogram '{labels[i]}' has other bins than the reference '{labels[reference_index]}'")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r = np.where(ref_v > 0, v / ref_v, np.nan)
+            re = np.where(ref_v > 0, e / ref_v, np.nan)
+        centers = 0.5 * (edges[1:] + edges[:-1])
+        rax.errorbar(centers, r, yerr=re, xerr=0.5 * np.diff(edges), fmt="o", color=color, markersize=5,
+                     linewidth=1.5)
+        # auto range from well-measured points only, so that one empty-ish bin cannot set it
+        good = np.isfinite(r) & (re < 0.25)
+        finite.append(r[good] if good.any() else r[np.isfinite(r)])
+    if ratio_range is None:
+        vals = np.concatenate(finite) if finite else np.array([])
+        if vals.size:
+            half = min(max(np.max(np.abs(vals - 1)) * 1.15, 0.15), 1.0)
+            ratio_range = (max(1 - half, 0.0), 1 + half)
+        else:
+            ratio_range = (0.5, 1.5)
+    rax.set_ylim(*ratio_range)
+    ref_label = labels[reference_index]
+    rax.set_ylabel(ratio_label or f"Ratio to\n{ref_label}", fontsize="small")
+    rax.set_xlabel(xlabel)
+    return _finish(fig, path, pdf)
+
+
+# --------------------------------------------------------------------------------------------
+# profiles: response and resolution
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Profile:
+    """A response profile in bins of x (see the module docstring for the definitions)."""
+
+    edges: np.ndarray
+    n: np.ndarray
+    center: np.ndarray
+    center_err: np.ndarray
+    width: np.ndarray
+    width_err: np.ndarray
+    stat: str = "quantile"
+
+    @property
+    def resolution(self) -> np.ndarray:
+        """Relative resolution ``width / centre``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return self.width / self.center
+
+    @property
+    def resolution_err(self) -> np.ndarray:
+        """Uncertainty of :attr:`resolution` (centre and width errors added in quadrature)."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.abs(self.resolution) * np.hypot(self.width_err / self.width, self.center_err / self.center)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready numbers (NaN -> None)."""
+        names = ("response", "resolution")
+        return {
+            "stat": self.stat,
+            "definition": ("median; (q84-q16)/2; resolution = width/median" if self.stat == "quantile"
+                           else "mean; std; resolution = std/mean"),
+            "edges": _json_list(self.edges),
+            "entries": [int(x) for x in self.n],
+            names[0]: _json_list(self.center),
+            f"{names[0]}_err": _json_list(self.center_err),
+            "width": _json_list(self.width),
+            "width_err": _json_list(self.width_err),
+            names[1]: _json_list(self.resolution),
+            f"{names[1]}_err": _json_list(self.resolution_err),
+        }
+
+
+def _json_list(a: np.ndarray) -> list[float | None]:
+    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=float)]
+
+
+def _summarise(n: float, center: float, width: float, std: float, stat: str) -> tuple[float, float, float, float]:
+    if stat == "quantile":
+        return center, _MEDIAN_ERR * width / math.sqrt(n), width, _HALF_IQR68_ERR * width / math.sqrt(n)
+    return center, std / math.sqrt(n), std, std / math.sqrt(2 * max(n - 1, 1))
+
+
+def _check_stat(stat: str) -> None:
+    if stat not in ("quantile", "mean"):
+        raise ValueError(f"stat must be 'quantile' or 'mean', not {stat!r}")
+
+
+def profile(x, y, bins, stat: str = "quantile", min_entries: int = 10) -> Profile:
+    """Exact profile of ``y`` in bins of ``x`` from arrays (for data that fits in memory)."""
+    _check_stat(stat)
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    edges = np.asarray(bins, dtype=float)
+    nb = len(edges) - 1
+    out = {k: np.full(nb, np.nan) for k in ("center", "center_err", "width", "width_err")}
+    n = np.zeros(nb, dtype=np.int64)
+    idx = np.digitize(x, edges) - 1
+    for b in range(nb):
+        sel = y[(idx == b) & np.isfinite(y)]
+        n[b] = sel.size
+        if sel.size < max(min_entries, 2):
+            continue
+        q_lo, med, q_hi = np.quantile(sel, [_Q_LO, 0.5, _Q_HI])
+        center = med if stat == "quantile" else float(np.mean(sel))
+        vals = _summarise(sel.size, center, 0.5 * (q_hi - q_lo), float(np.std(sel, ddof=1)), stat)
+        for k, v in zip(("center", "center_err", "width", "width_err"), vals, strict=True):
+            out[k][b] = v
+    return Profile(edges, n, stat=stat, **out)
+
+
+def _binned_quantiles(counts_with_flow: np.ndarray, edges: np.ndarray, qs: Sequence[float]) -> np.ndarray:
+    """Quantiles of a binned distribution (flow bins as mass at the edges), linear inside bins."""
+    inner = counts_with_flow[1:-1]
+    cum = counts_with_flow[0] + np.concatenate([[0.0], np.cumsum(inner)])
+    total = counts_with_flow.sum()
+    # np.interp needs increasing xp: keep the first edge of each flat stretch
+    keep = np.concatenate([[True], np.diff(cum) > 0])
+    return np.interp(np.asarray(qs) * total, cum[keep], edges[keep])
+
+
+def profile_from_hist(h, stat: str = "quantile", min_entries: int = 10) -> Profile:
+    """Profile of a 2-D ``hist`` with axes (x, y): y's distribution summarised per x bin.
+
+    y's underflow and overflow count in ``n`` and in the quantiles (as mass at the range edges),
+    so a median or 16-84 % range is exact as long as it lies inside the y range. ``stat="mean"``
+    uses the y bin centres (and ignores y's flow bins).
+    """
+    _check_stat(stat)
+    if h.ndim != 2:
+        raise ValueError(f"profile_from_hist needs a 2-D histogram (x, y), got {h.ndim}-D")
+    counts = np.asarray(h.values(flow=True), dtype=float)
+    x_flow = h.axes[0].traits.underflow
+    counts = counts[1:-1] if x_flow else counts[: len(h.axes[0])]
+    if not h.axes[1].traits.underflow:
+        counts = np.pad(counts, ((0, 0), (1, 0)))
+    if not h.axes[1].traits.overflow:
+        counts = np.pad(counts, ((0, 0), (0, 1)))
+    edges = np.asarray(h.axes[0].edges, dtype=float)
+    yedges = np.asarray(h.axes[1].edges, dtype=float)
+    ycent = 0.5 * (yedges[1:] + yedges[:-1])
+    nb = len(edges) - 1
+    out = {k: np.full(nb, np.nan) for k in ("center", "center_err", "width", "width_err")}
+    n = counts.sum(axis=1)
+    for b in range(nb):
+        if n[b] < max(min_entries, 2):
+            continue
+        q_lo, med, q_hi = _binned_quantiles(counts[b], yedges, [_Q_LO, 0.5, _Q_HI])
+        inner = counts[b, 1:-1]
+        ni = inner.sum()
+        mean = float(np.sum(inner * ycent) / ni) if ni > 0 else np.nan
+        std = float(np.sqrt(np.sum(inner * (ycent - mean) ** 2) / max(ni - 1, 1))) if ni > 1 else np.nan
+        center = med if stat == "quantile" else mean
+        vals = _summarise(n[b], center, 0.5 * (q_hi - q_lo), std, stat)
+        for k, v in zip(("center", "center_err", "width", "width_err"), vals, strict=True):
+            out[k][b] = v
+    return Profile(edges, np.round(n).astype(np.int64), stat=stat, **out)
+
+
+def plot_profiles(profiles: Sequence[Profile], labels: Sequence[str], *, what: str = "response", xlabel: str,
+                  ylabel: str, path: str | os.PathLike | None = None, logx: bool = False,
+                  hline: float | None = None, ylim: tuple[float, float] | None = None,
+                  legend_title: str | None = None, pdf: bool = False,
+                  label_kwargs: Mapping[str, Any] | None = None):
+    """Draw profiles as points with error bars (x error bar = bin width).
+
+    ``what``: ``"response"`` (centre: median or mean), ``"width"`` (absolute width) or
+    ``"resolution"`` (width / centre). Empty bins (NaN) are not drawn. Returns the figure, or the
+    written path when ``path`` is given.
+    """
+    _check_label("xlabel", xlabel)
+    _check_label("ylabel", ylabel)
+    getters = {
+        "response": lambda p: (p.center, p.center_err),
+        "width": lambda p: (p.width, p.width_err),
+        "resolution": lambda p: (p.resolution, p.resolution_err),
+    }
+    if what not in getters:
+        raise ValueError(f"what must be one of {sorted(getters)}, not {what!r}")
+    fig, ax = figure()
+    markers = ["o", "s", "^", "D", "v", "P"]
+    any_points = False
+    for i, (p, label, color) in enumerate(zip(profiles, labels, _colors(len(profiles)), strict=True)):
+        y, ye = getters[what](p)
+        ok = np.isfinite(y)
+        if not ok.any():
+            continue
+        any_points = True
+        centers = 0.5 * (p.edges[1:] + p.edges[:-1])
+        if logx:
+            centers = np.sqrt(p.edges[1:] * p.edges[:-1])
+        xerr = np.vstack([centers - p.edges[:-1], p.edges[1:] - centers])
+        ax.errorbar(centers[ok], y[ok], yerr=np.nan_to_num(ye[ok]), xerr=xerr[:, ok], fmt=markers[i % len(markers)],
+                    color=color, label=label, markersize=6, linewidth=1.5, capsize=0)
+    if hline is not None:
+        ax.axhline(hline, color="0.4", linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax)
+    if profiles:
+        ax.set_xlim(profiles[0].edges[0], profiles[0].edges[-1])
+    if ylim is not None:
+        ax.set_ylim(*ylim)
+    elif what != "response":
+        ax.set_ylim(bottom=0)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    experiment_label(ax, label_kwargs)
+    _legend(ax, legend_title)
+    if not any_points:
+        _no_entries(ax)
+    return _finish(fig, path, pdf)
+
+
+def plot_profile(x, y, bins, *, stat: str = "quantile", what: str = "response", label: str | None = None,
+                 min_entries: int = 10, **kwargs: Any):
+    """Profile of ``y`` versus ``x`` from arrays (:func:`profile`), drawn by :func:`plot_profiles`."""
+    p = profile(x, y, bins, stat=stat, min_entries=min_entries)
+    return plot_profiles([p], [label or ""], what=what, **kwargs)
+
+
+def _plain_log_ticks(ax) -> None:
+    """Log x axis with plain numbers (20, 50, 100, 200) rather than 10^n only."""
+    from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
+
+    ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    fmt = ScalarFormatter()
+    fmt.set_scientific(False)
+    ax.xaxis.set_major_formatter(fmt)
+    ax.xaxis.set_minor_formatter(NullFormatter())
+
+
+# --------------------------------------------------------------------------------------------
+# efficiencies
+# --------------------------------------------------------------------------------------------
+def clopper_pearson(passed, total, cl: float = GAUSS_1SIGMA) -> tuple[np.ndarray, np.ndarray]:
+    """Clopper-Pearson (exact binomial) interval ``(low, high)``; NaN where ``total`` is 0."""
+    from scipy.stats import beta
+
+    k = np.asarray(passed, dtype=float)
+    n = np.asarray(total, dtype=float)
+    alpha = 1.0 - cl
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo = np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
+        hi = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
+    empty = n <= 0
+    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
+
+
+@dataclass
+class Efficiency:
+    """Per-bin efficiency ``passed / total`` with a Clopper-Pearson 68.3 % interval."""
+
+    edges: np.ndarray
+    passed: np.ndarray
+    total: np.ndarray
+
+    @property
+    def value(self) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(self.total > 0, self.passed / self.total, np.nan)
+
+    @property
+    def interval(self) -> tuple[np.ndarray, np.ndarray]:
+        return clopper_pearson(self.passed, self.total)
+
+    def to_dict(self) -> dict[str, Any]:
+        lo, hi = self.interval
+        return {
+            "edges": _json_list(self.edges),
+            "passed": [int(round(x)) for x in self.passed],
+            "total": [int(round(x)) for x in self.total],
+            "efficiency": _json_list(self.value),
+            "cp68_low": _json_list(lo),
+            "cp68_high": _json_list(hi),
+        }
+
+
+def efficiency(passed, total, bins=None) -> Efficiency:
+    """An :class:`Efficiency` from x values (``bins`` given) or from two 1-D hists (``bins=None``).
+
+    With arrays, ``passed`` holds the x of the objects that pass and ``total`` the x of all objects
+    (passing ones included); x outside the bins is ignored.
+    """
+    if bins is None:
+        edges = np.asarray(total.axes[0].edges, dtype=float)
+        if not np.allclose(np.asarray(passed.axes[0].edges, dtype=float), edges):
+            raise ValueError("passed and total histograms have different bins")
+        k, n = np.asarray(passed.values(), dtype=float), np.asarray(total.values(), dtype=float)
+    else:
+        edges = np.asarray(bins, dtype=float)
+        k = np.histogram(np.asarray(passed, dtype=float), edges)[0].astype(float)
+        n = np.histogram(np.asarray(total, dtype=float), edges)[0].astype(float)
+    if np.any(k > n):
+        raise ValueError("more passing than total entries in some bin: passed must be a subset of total")
+    return Efficiency(edges, k, n)
+
+
+def plot_efficiencies(effs: Sequence[Efficiency], labels: Sequence[str], *, xlabel: str,
+                      ylabel: str = "Efficiency", path: str | os.PathLike | None = None, logx: bool = False,
+                      ylim: tuple[float, float] = (0.0, 1.15), legend_title: str | None = None,
+                      pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
+    """Draw efficiencies with Clopper-Pearson error bars; bins with no entries are not drawn."""
+    _check_label("xlabel", xlabel)
+    _check_label("ylabel", ylabel)
+    fig, ax = figure()
+    markers = ["o", "s", "^", "D", "v", "P"]
+    any_points = False
+    for i, (eff, label, color) in enumerate(zip(effs, labels, _colors(len(effs)), strict=True)):
+        e = eff.edges
+        centers = np.sqrt(e[1:] * e[:-1]) if logx else 0.5 * (e[1:] + e[:-1])
+        v = eff.value
+        lo, hi = eff.interval
+        ok = np.isfinite(v)
+        if not ok.any():
+            continue
+        any_points = True
+        ax.errorbar(centers[ok], v[ok], yerr=np.vstack([v - lo, hi - v])[:, ok],
+                    xerr=np.vstack([centers - e[:-1], e[1:] - centers])[:, ok], fmt=markers[i % len(markers)],
+                    color=color, label=label, markersize=6, linewidth=1.5)
+    ax.axhline(1.0, color="0.4", linestyle="--", linewidth=1)
+    if logx:
+        ax.set_xscale("log")
+        _plain_log_ticks(ax)
+    if effs:
+        ax.set_xlim(effs[0].edges[0], effs[0].edges[-1])
+    ax.set_ylim(*ylim)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    experiment_label(ax, label_kwargs)
+    _legend(ax, legend_title, rescale=False, loc="lower right")
+    if not any_points:
+        _no_entries(ax)
+    return _finish(fig, path, pdf)
+
+
+def plot_efficiency(passed, total, bins=None, *, label: str | None = None, **kwargs: Any):
+    """Efficiency of ``passed`` over ``total`` (x arrays with ``bins``, or 1-D hists) with CP errors."""
+    return plot_efficiencies([efficiency(passed, total, bins)], [label or ""], **kwargs)
