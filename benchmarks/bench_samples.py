@@ -1,7 +1,8 @@
 """Sample production and skim cost, measured in one run.
 
 Per process: Pythia8 event generation per event (initialisation, record processing and gen-jet
-simulation per event, NanoAOD writing per event. Then the skim's throughput (events/s and MB/s of
+clustering reported separately), the reference detector simulation per event, NanoAOD writing per
+event. Then the skim's throughput (events/s and MB/s of
 compressed file) next to uproot's raw read rate of the same branches of the same files.
 
     .venv/bin/python benchmarks/bench_samples.py --config config/config.yaml --events 1000
