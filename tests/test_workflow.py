@@ -198,3 +198,46 @@ def test_external_real_cms_sample_runs_through_the_dag(tmp_path, repo, nano_dy, 
         jets = pd.read_parquet(tmp_path / "results" / "training" / "jets.parquet")
         assert set(jets["sample"]) == {"cms_dy"}
         assert jets["is_reconstructed"].mean() > 0.3
+
+
+@pytest.mark.parametrize("kind", ["not_root", "no_events_tree", "missing_branch"])
+def test_bad_external_file_fails_clearly_through_the_dag(tmp_path, repo, kind):
+    """A user's file that is not usable stops the run with one line naming it, and no output."""
+    import uproot
+
+    bad = tmp_path / "input" / "bad.root"
+    bad.parent.mkdir()
+    if kind == "not_root":
+        bad.write_text("this is a CSV export, not ROOT\n")
+        expected = "not a ROOT file"
+    elif kind == "no_events_tree":
+        with uproot.recreate(bad) as f:
+            f.mktree("Runs", {"run": np.uint32}).extend({"run": np.array([1], np.uint32)})
+        expected = "no tree 'Events'"
+    else:
+        with uproot.recreate(bad) as f:
+            f.mktree("Events", {"run": np.uint32, "event": np.uint64}).extend(
+                {"run": np.ones(3, np.uint32), "event": np.arange(3, dtype=np.uint64)})
+        expected = "has no branch"
+    cfg = {
+        "base": str(repo / "config" / "tiny.yaml"),
+        "samples": {
+            "sig": {"process": "vbf_hmumu", "role": "signal", "n_events": 20, "events_per_chunk": 20},
+            "user": {"files": [str(bad)], "role": "background", "xsec_pb": 1.0},
+        },
+        "training_tables": {"samples": ["sig"]},
+    }
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = subprocess.run(
+        [sys.executable, "-m", "snakemake", "-s", str(repo / "Snakefile"), "--directory", str(tmp_path),
+         "--configfile", str(path), "--cores", "1", "results/skims/user.parquet"],
+        capture_output=True, text=True,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0
+    line = [ln for ln in out.splitlines() if ln.startswith("ERROR in rule skim:")]
+    assert len(line) == 1, out[-3000:]
+    assert str(bad) in line[0] and expected in line[0], line[0]
+    assert not (tmp_path / "results" / "skims" / "user.parquet").exists()
+    assert not list((tmp_path / "results").rglob("*.tmp"))
