@@ -73,26 +73,48 @@ def _check_label(name: str, text: str | None) -> str:
 
 
 def experiment_label(ax, label_kwargs: Mapping[str, Any] | None = None, **extra: Any) -> None:
-    """Draw the experiment label (:data:`LABEL`, updated by ``label_kwargs``) on ``ax``."""
-    kwargs = {**LABEL, **(label_kwargs or {}), **extra}
+    """Draw the experiment label (:data:`LABEL`, updated by ``label_kwargs``) on ``ax``.
+
+    mplhep renders the whole figure to place the label, so :func:`figure` and
+    :func:`figure_with_ratio` call this on the still-empty axes (cheap), and y axes use plain
+    numbers without a ``x10^n`` offset text that could collide with the label.
+    """
+    kwargs = {"scilocator_adjust": False, **LABEL, **(label_kwargs or {}), **extra}
     exp = kwargs.pop("exp")
     hep.label.exp_label(exp=exp, ax=ax, **kwargs)
 
 
-def figure(figsize: tuple[float, float] = (10, 9)):
-    """A single-panel figure: ``(fig, ax)``."""
+def _plain_y(ax) -> None:
+    from matplotlib.ticker import ScalarFormatter
+
+    fmt = ScalarFormatter(useOffset=False)
+    fmt.set_scientific(False)
+    ax.yaxis.set_major_formatter(fmt)
+
+
+def figure(figsize: tuple[float, float] = (10, 9), label_kwargs: Mapping[str, Any] | None = None,
+           label: bool = True):
+    """A single-panel figure with the experiment label: ``(fig, ax)``."""
     fig, ax = plt.subplots(figsize=figsize)
+    _plain_y(ax)
+    if label:
+        experiment_label(ax, label_kwargs)
     return fig, ax
 
 
-def figure_with_ratio(figsize: tuple[float, float] = (10, 10), height_ratios: tuple[float, float] = (3, 1)):
+def figure_with_ratio(figsize: tuple[float, float] = (10, 10), height_ratios: tuple[float, float] = (3, 1),
+                      label_kwargs: Mapping[str, Any] | None = None, label: bool = True):
     """A main panel and a ratio panel below it, sharing x: ``(fig, ax_main, ax_ratio)``.
 
-    The main panel's x tick labels are hidden; put the x label on ``ax_ratio``.
+    The experiment label is drawn on the main panel. Its x tick labels are hidden; put the x
+    label on ``ax_ratio``.
     """
     fig, (ax, rax) = plt.subplots(2, 1, figsize=figsize, sharex=True,
                                   gridspec_kw={"height_ratios": list(height_ratios), "hspace": 0.06})
     ax.tick_params(labelbottom=False)
+    _plain_y(ax)
+    if label:
+        experiment_label(ax, label_kwargs)
     return fig, ax, rax
 
 
@@ -104,10 +126,10 @@ def save(fig, path: str | os.PathLike, pdf: bool = False, dpi: int = DPI) -> str
     path = Path(path)
     try:
         with atomic_output(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=dpi, metadata={"Software": None})
+            fig.savefig(tmp, format="png", dpi=dpi, bbox_inches="tight", metadata={"Software": None})
         if pdf:
             with atomic_output(path.with_suffix(".pdf")) as tmp:
-                fig.savefig(tmp, format="pdf", metadata={"Creator": None, "Producer": None,
+                fig.savefig(tmp, format="pdf", bbox_inches="tight", metadata={"Creator": None, "Producer": None,
                                                          "CreationDate": None})
     finally:
         plt.close(fig)
@@ -119,21 +141,32 @@ def _finish(fig, path: str | os.PathLike | None, pdf: bool):
 
 
 def _legend(ax, title: str | None = None, ncol: int = 1, rescale: bool = True, **kwargs: Any) -> None:
-    """A legend that does not overlap the data: y range extended until it fits (``rescale``)."""
+    """A legend in the upper right that does not hide the data.
+
+    With ``rescale``, the y range is extended upwards (linearly or in decades on a log axis) by the
+    fraction of the axes height that the legend needs, estimated from its number of lines. This is
+    deterministic and costs no extra rendering (``mplhep.yscale_legend`` redraws the figure up to
+    ten times, which dominated the run time of a stage's plots).
+    """
     handles, _ = ax.get_legend_handles_labels()
     if not handles:
         return
+    kwargs.setdefault("loc", "upper right")
     ax.legend(title=title, ncol=ncol, **kwargs)
     if not rescale:
         return
-    try:
-        hep.yscale_legend(ax, soft_fail=True)
-    except Exception:  # noqa: BLE001 - cosmetics only; never fail a stage for it
-        pass
+    lines = -(-len(handles) // ncol) + (1 if title else 0)
+    frac = min(0.07 * lines + 0.04, 0.6)
+    lo, hi = ax.get_ylim()
+    if ax.get_yscale() == "log":
+        llo, lhi = np.log10(lo), np.log10(hi)
+        ax.set_ylim(lo, 10 ** (llo + (lhi - llo) / (1 - frac)))
+    else:
+        ax.set_ylim(lo, lo + (hi - lo) / (1 - frac))
 
 
-def _no_entries(ax) -> None:
-    ax.text(0.5, 0.5, "no entries", transform=ax.transAxes, ha="center", va="center", color="0.4")
+def _no_entries(ax, text: str = "no entries") -> None:
+    ax.text(0.5, 0.5, text, transform=ax.transAxes, ha="center", va="center", color="0.4")
 
 
 # --------------------------------------------------------------------------------------------
@@ -145,11 +178,27 @@ def _values_errors(h, density: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray
     var = h.variances()
     var = values.copy() if var is None else np.asarray(var, dtype=float)
     edges = np.asarray(h.axes[0].edges, dtype=float)
+    if _is_integer_axis(h.axes[0]):
+        edges = edges - 0.5  # bin n drawn centred on the integer n
     if density:
         total = values.sum()
         norm = total * np.diff(edges) if total > 0 else np.ones_like(values)
         values, var = values / norm, var / norm**2
     return values, np.sqrt(np.clip(var, 0, None)), edges
+
+
+def _is_integer_axis(axis) -> bool:
+    import hist
+
+    return isinstance(axis, hist.axis.Integer)
+
+
+def _integer_ticks(ax, hists: Sequence) -> None:
+    if hists and _is_integer_axis(hists[0].axes[0]):
+        from matplotlib.ticker import MaxNLocator
+
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.xaxis.set_minor_locator(MaxNLocator(integer=True, nbins=50))
 
 
 def _draw_hist(ax, values, errors, edges, label, color, band: bool = True) -> None:
@@ -173,7 +222,7 @@ def plot_hists(hists: Sequence, labels: Sequence[str], *, xlabel: str, ylabel: s
     """
     _check_label("xlabel", xlabel)
     _check_label("ylabel", ylabel)
-    fig, ax = figure()
+    fig, ax = figure(label_kwargs=label_kwargs)
     any_entries = False
     for h, label, color in zip(hists, labels, _colors(len(hists)), strict=True):
         v, e, edges = _values_errors(h, density)
@@ -181,8 +230,8 @@ def plot_hists(hists: Sequence, labels: Sequence[str], *, xlabel: str, ylabel: s
         _draw_hist(ax, v, e, edges, label, color)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
+    _integer_ticks(ax, hists)
     _set_yscale(ax, logy, any_entries)
-    experiment_label(ax, label_kwargs)
     _legend(ax, legend_title)
     if not any_entries:
         _no_entries(ax)
@@ -196,8 +245,8 @@ def _set_yscale(ax, logy: bool, any_entries: bool) -> None:
         ax.set_ylim(bottom=0)
 
 
-def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_index: int = 0, *, xlabel: str,
-                          ylabel: str, density: bool = False, path: str | os.PathLike | None = None,
+def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_index: int = 0, xlabel: str = "",
+                          ylabel: str = "", density: bool = False, path: str | os.PathLike | None = None, *,
                           logy: bool = False, ratio_label: str | None = None,
                           ratio_range: tuple[float, float] | None = None, legend_title: str | None = None,
                           pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
@@ -207,14 +256,15 @@ def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_inde
     With ``density`` every histogram is normalised to unit area over its in-range bins. In the
     ratio panel the grey band is the reference's relative stat uncertainty; error bars are the
     other histogram's. Bins where the reference is empty are not drawn. ``ratio_range`` defaults
-    to a range around 1 that contains the well-measured ratios (within [0, 2]). Returns the figure, or the
-    written path when ``path`` is given.
+    to a range around 1 that contains the well-measured ratios (within [0, 2]). Returns the
+    figure, or the written path when ``path`` is given. Integer axes (multiplicities) are drawn
+    with bin ``n`` centred on ``n``.
     """
     _check_label("xlabel", xlabel)
     _check_label("ylabel", ylabel)
     if not 0 <= reference_index < len(hists):
         raise ValueError(f"reference_index {reference_index} out of range for {len(hists)} histograms")
-    fig, ax, rax = figure_with_ratio()
+    fig, ax, rax = figure_with_ratio(label_kwargs=label_kwargs)
     colors = _colors(len(hists))
     drawn = [_values_errors(h, density) for h in hists]
     any_entries = False
@@ -223,7 +273,6 @@ def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_inde
         _draw_hist(ax, v, e, edges, label, color)
     ax.set_ylabel(ylabel)
     _set_yscale(ax, logy, any_entries)
-    experiment_label(ax, label_kwargs)
     _legend(ax, legend_title)
     if not any_entries:
         _no_entries(ax)
@@ -260,6 +309,7 @@ def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_inde
     ref_label = labels[reference_index]
     rax.set_ylabel(ratio_label or f"Ratio to\n{ref_label}", fontsize="small")
     rax.set_xlabel(xlabel)
+    _integer_ticks(rax, hists)
     return _finish(fig, path, pdf)
 
 
@@ -413,7 +463,7 @@ def plot_profiles(profiles: Sequence[Profile], labels: Sequence[str], *, what: s
     }
     if what not in getters:
         raise ValueError(f"what must be one of {sorted(getters)}, not {what!r}")
-    fig, ax = figure()
+    fig, ax = figure(label_kwargs=label_kwargs)
     markers = ["o", "s", "^", "D", "v", "P"]
     any_points = False
     for i, (p, label, color) in enumerate(zip(profiles, labels, _colors(len(profiles)), strict=True)):
@@ -441,10 +491,9 @@ def plot_profiles(profiles: Sequence[Profile], labels: Sequence[str], *, what: s
         ax.set_ylim(bottom=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    experiment_label(ax, label_kwargs)
     _legend(ax, legend_title)
     if not any_points:
-        _no_entries(ax)
+        _no_entries(ax, "no bin with enough entries")
     return _finish(fig, path, pdf)
 
 
@@ -534,12 +583,15 @@ def efficiency(passed, total, bins=None) -> Efficiency:
 
 def plot_efficiencies(effs: Sequence[Efficiency], labels: Sequence[str], *, xlabel: str,
                       ylabel: str = "Efficiency", path: str | os.PathLike | None = None, logx: bool = False,
-                      ylim: tuple[float, float] = (0.0, 1.15), legend_title: str | None = None,
+                      ylim: tuple[float, float] = (0.0, 1.5), legend_title: str | None = None,
                       pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
-    """Draw efficiencies with Clopper-Pearson error bars; bins with no entries are not drawn."""
+    """Draw efficiencies with Clopper-Pearson error bars; bins with no entries are not drawn.
+
+    The default y range (0 to 1.5) leaves the space above 100 % to the legend.
+    """
     _check_label("xlabel", xlabel)
     _check_label("ylabel", ylabel)
-    fig, ax = figure()
+    fig, ax = figure(label_kwargs=label_kwargs)
     markers = ["o", "s", "^", "D", "v", "P"]
     any_points = False
     for i, (eff, label, color) in enumerate(zip(effs, labels, _colors(len(effs)), strict=True)):
@@ -563,8 +615,7 @@ def plot_efficiencies(effs: Sequence[Efficiency], labels: Sequence[str], *, xlab
     ax.set_ylim(*ylim)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
-    experiment_label(ax, label_kwargs)
-    _legend(ax, legend_title, rescale=False, loc="lower right")
+    _legend(ax, legend_title, rescale=False, loc="upper right")
     if not any_points:
         _no_entries(ax)
     return _finish(fig, path, pdf)

@@ -313,7 +313,8 @@ def _clean_key(key: str) -> str:
     return key.replace("..", "__")[:250]
 
 
-def flatten_params(params: Mapping[str, Any], prefix: str = "", max_len: int = MAX_PARAM_VALUE_LENGTH) -> dict[str, str]:
+def flatten_params(params: Mapping[str, Any], prefix: str = "",
+                   max_len: int = MAX_PARAM_VALUE_LENGTH) -> dict[str, str]:
     """Flatten nested mappings to dotted keys with string values of at most ``max_len`` chars.
 
     ``{"flow": {"bins": 8, "hidden": [64, 64]}, "lr": 1e-3}`` gives

@@ -60,21 +60,6 @@ BRANCHES = [
     "GenPart_pt", "GenPart_eta", "GenPart_pdgId", "GenPart_status", "GenPart_statusFlags",
 ]
 
-# Defaults of the optional keys of config `plots.samples`.
-DEFAULTS: dict[str, Any] = {
-    "chunk_events": 100_000,
-    "min_entries": 10,
-    "jet_eta_regions": {"barrel": [0.0, 1.3], "endcap": [1.3, 3.0], "forward": [3.0, 5.0]},
-    "muon_eta_regions": {"barrel": [0.0, 0.9], "overlap": [0.9, 1.2], "endcap": [1.2, 2.4]},
-    "muon_abs_eta_max": 2.4,
-    "btag_abs_eta_max": 2.5,
-    "eta_profile_min_jet_pt_gev": 30.0,
-    "eta_profile_min_muon_pt_gev": 20.0,
-    "max_jets": 15,
-    "max_muons": 6,
-    "pdf": False,
-}
-
 JET_RESPONSE_AXIS = hist.axis.Regular(300, 0.0, 3.0, name="response", label="Jet response")
 MUON_RESPONSE_AXIS = hist.axis.Regular(400, 0.8, 1.2, name="response", label="Muon response")
 ISO_MAX = 1.0
@@ -92,7 +77,7 @@ L_GENMU_ETA = r"Gen muon $\eta$"
 
 
 def _opts(plots_cfg: Mapping[str, Any]) -> dict[str, Any]:
-    opts = {**DEFAULTS, **plots_cfg}
+    opts = dict(plots_cfg)
     for key in ("jet_pt_bins_gev", "muon_pt_bins_gev", "eta_bins"):
         if key not in opts:
             raise ConfigError(f"plots.samples.{key}: missing (bin edges)")
@@ -254,7 +239,7 @@ def sample_plots(files: list[str], out_dir: str, sample: str, plots_cfg: Mapping
     """Sanity plots of one sample; returns the PNG paths and writes ``out_dir/summary.json``.
 
     ``plots_cfg`` is config ``plots.samples`` (required keys ``jet_pt_bins_gev``,
-    ``muon_pt_bins_gev``, ``eta_bins``; optional keys and their defaults in :data:`DEFAULTS`).
+    ``muon_pt_bins_gev``, ``eta_bins``; and the other keys of ``plots.samples`` in config/README.md).
     """
     from tqdm.auto import tqdm
 
@@ -275,7 +260,7 @@ def _draw(acc: SamplePlotAccumulator, out: Path, sample: str, files: list[str]) 
     o, h = acc.opts, acc.h
     pdf = bool(o["pdf"])
     min_n = int(o["min_entries"])
-    title = f"{sample}"
+    title = sample
     paths: list[str] = []
     kw = {"pdf": pdf, "legend_title": title}
 
@@ -356,7 +341,8 @@ def _draw(acc: SamplePlotAccumulator, out: Path, sample: str, files: list[str]) 
 
     def mean_n(hh: hist.Hist) -> float | None:
         v = hh.values()
-        return float(np.sum(v * hh.axes[0].centers) / v.sum()) if v.sum() > 0 else None
+        # Integer axis: bin n spans [n, n + 1)
+        return float(np.sum(v * hh.axes[0].edges[:-1]) / v.sum()) if v.sum() > 0 else None
 
     summary = {
         "sample": sample,
@@ -371,7 +357,8 @@ def _draw(acc: SamplePlotAccumulator, out: Path, sample: str, files: list[str]) 
             "stable_gen_muons_in_acceptance": integral(h["mu_eff"]),
             "stable_gen_muons_matched": integral(h["mu_eff"][{"matched": True}]),
             "reco_muons": integral(h["iso"]),
-            "reco_muons_by_origin": {c: integral(h["iso"][{"origin": c}]) for c in ("prompt", "non-prompt", "unmatched")},
+            "reco_muons_by_origin": {c: integral(h["iso"][{"origin": c}])
+                                     for c in ("prompt", "non-prompt", "unmatched")},
             "jets_by_flavour_btag_acceptance": {f: integral(h["btag"][{"flavour": f}]) for f in FLAVOURS},
         },
         "jet": {
@@ -401,6 +388,8 @@ def _plot_fractions(hs: list[hist.Hist], labels: list[str], xlabel: str, width: 
                     kw: Mapping[str, Any]) -> str:
     """Shapes normalised to unit sum (fraction of objects per bin), log y, stat bands."""
     normed = []
+    labels = [f"{lab} (N = {int(round(float(hh.values(flow=True).sum())))})"
+              for lab, hh in zip(labels, hs, strict=True)]
     for hh in hs:
         total = float(hh.values().sum())
         n = hh.copy()
