@@ -38,6 +38,30 @@ def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> Non
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+@contextlib.contextmanager
+def _redirect_fds(stream):
+    """Point file descriptors 1 and 2 at ``stream`` so that C/C++ libraries (Pythia8, FastJet)
+    print into the rule's log too, not onto the terminal."""
+    import os
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    try:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        yield
+    finally:
+        try:
+            stream.flush()
+        except ValueError:
+            pass
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+
+
 def run(snakemake: Any, body: Callable[[Any], object]) -> None:
     """Run ``body(snakemake)`` with logging to the rule's log file; exit 1 on a PipelineError."""
     log_path = snakemake.log[0] if len(snakemake.log) else None
@@ -46,6 +70,7 @@ def run(snakemake: Any, body: Callable[[Any], object]) -> None:
     with contextlib.ExitStack() as stack:
         if stream is not None:
             stack.callback(stream.close)
+            stack.enter_context(_redirect_fds(stream))
             stack.enter_context(contextlib.redirect_stdout(stream))
             stack.enter_context(contextlib.redirect_stderr(stream))
         setup_logging()
@@ -55,10 +80,16 @@ def run(snakemake: Any, body: Callable[[Any], object]) -> None:
             body(snakemake)
         except PipelineError as exc:
             log.error("%s", exc)
-            # One clear line on the terminal too, where Snakemake shows the failing job.
-            sys.__stderr__.write(f"ERROR in rule {rule}: {exc}\n")
-            sys.exit(1)
-        log.info("rule %s done in %.1f s", rule, time.perf_counter() - t0)
+            failure = f"ERROR in rule {rule}: {exc}"
+        else:
+            failure = None
+            log.info("rule %s done in %.1f s", rule, time.perf_counter() - t0)
+    if failure is not None:
+        # One clear line on the terminal too (file descriptors restored), where Snakemake shows
+        # the failing job.
+        sys.__stderr__.write(failure + "\n")
+        sys.__stderr__.flush()
+        sys.exit(1)
 
 
 def provenance(snakemake: Any, seed: int | None = None, params: dict | None = None) -> dict:
