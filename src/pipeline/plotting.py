@@ -224,23 +224,31 @@ def plot_hists(hists: Sequence, labels: Sequence[str], *, xlabel: str, ylabel: s
     _check_label("ylabel", ylabel)
     fig, ax = figure(label_kwargs=label_kwargs)
     any_entries = False
+    drawn = []
     for h, label, color in zip(hists, labels, _colors(len(hists)), strict=True):
         v, e, edges = _values_errors(h, density)
         any_entries |= bool(np.any(v > 0))
+        drawn.append(v)
         _draw_hist(ax, v, e, edges, label, color)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     _integer_ticks(ax, hists)
-    _set_yscale(ax, logy, any_entries)
+    _set_yscale(ax, logy, any_entries, drawn)
     _legend(ax, legend_title)
     if not any_entries:
         _no_entries(ax)
     return _finish(fig, path, pdf)
 
 
-def _set_yscale(ax, logy: bool, any_entries: bool) -> None:
+def _set_yscale(ax, logy: bool, any_entries: bool, values: Sequence[np.ndarray] = ()) -> None:
+    """Linear from zero, or logarithmic from just below the smallest non-empty bin (empty bins and
+    their error bands would otherwise drag the axis down to ~1e-18)."""
     if logy and any_entries:
         ax.set_yscale("log")
+        flat = np.concatenate([np.ravel(v) for v in values]) if len(values) else np.array([])
+        positive = flat[np.isfinite(flat) & (flat > 0)]
+        if positive.size:
+            ax.set_ylim(positive.min() / 3.0, positive.max() * 3.0)
     else:
         ax.set_ylim(bottom=0)
 
@@ -272,7 +280,7 @@ def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_inde
         any_entries |= bool(np.any(v > 0))
         _draw_hist(ax, v, e, edges, label, color)
     ax.set_ylabel(ylabel)
-    _set_yscale(ax, logy, any_entries)
+    _set_yscale(ax, logy, any_entries, [v for v, _, _ in drawn])
     _legend(ax, legend_title)
     if not any_entries:
         _no_entries(ax)
