@@ -11,8 +11,6 @@ exist). Each problem is reported once, naming the key path and what was expected
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 from collections.abc import Mapping
@@ -160,8 +158,12 @@ def load_config(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> di
 
 
 def config_sha256(cfg: Mapping) -> str:
-    """SHA-256 of the config as canonical JSON (sorted keys): the provenance tag ``config_sha256``."""
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+    """SHA-256 of the config as canonical JSON (sorted keys): the provenance tag ``config_sha256``.
+
+    Defined once, in :mod:`pipeline.tracking`, which logs it on every MLflow run."""
+    from pipeline.tracking import config_sha256 as _sha
+
+    return _sha(cfg)
 
 
 # ---------------------------------------------------------------------------------------------
