@@ -4,6 +4,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 CORES ?= all
+MLFLOW_PORT ?= 5000
 CONFIG ?= config/config.yaml
 # pip reads wheels from this machine's disk for torch==2.13.0 (CPU); install it before anything
 # that depends on torch, or pip pulls a multi-GB CUDA build.
@@ -43,7 +44,7 @@ report: install
 	$(BIN)/snakemake --profile profiles/laptop --configfile $(CONFIG) --cores $(CORES) --report results/report.html
 
 mlflow-ui: install
-	$(BIN)/mlflow ui --backend-store-uri sqlite:///results/mlflow.db --port 5000
+	$(BIN)/python -m pipeline.tracking ui --config $(CONFIG) --port $(MLFLOW_PORT)
 
 benchmarks: install
 	$(BIN)/python benchmarks/run_all.py --config $(CONFIG)
