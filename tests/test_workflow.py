@@ -7,6 +7,7 @@ two cores, exactly as `snakemake --profile profiles/laptop --configfile config/t
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -143,6 +144,8 @@ def test_mlflow_runs_carry_provenance(tiny_run):
             assert key in tags, (key, tags)
         assert tags["snakemake_rule"] == "generate_sample"
         assert tags["config_sha256"] == config_sha256(cfg)
+        # the DAG ran in a temporary directory: the commit is the code's, not "unknown"
+        assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]), tags["git_commit"]
         assert run.info.status == "FINISHED"
         assert run.data.metrics["n_events"] > 0
 

@@ -288,6 +288,9 @@ def _sha256_input(path: str | os.PathLike, name: str) -> str:
     raise InputFileError(f"{path}: input '{name}' of the tracked run does not exist")
 
 
+CODE_ROOT = Path(__file__).resolve().parents[2]
+
+
 def git_state(workdir: str | os.PathLike = ".") -> tuple[str, str]:
     """``(commit, dirty)`` of the git repository containing ``workdir``; ``"unknown"`` if none."""
 
@@ -344,7 +347,11 @@ def _provenance_tags(*, config: Mapping[str, Any], rule: str, wildcards: Mapping
                      workdir: str | os.PathLike) -> dict[str, str]:
     from pipeline import __version__
 
-    commit, dirty = git_state(workdir)
+    # The commit of the code that ran: the repository this package is imported from (the DAG
+    # may run in a working directory outside it), else the working directory's.
+    commit, dirty = git_state(CODE_ROOT)
+    if commit == "unknown":
+        commit, dirty = git_state(workdir)
     tags = {
         "git_commit": commit,
         "git_dirty": dirty,
