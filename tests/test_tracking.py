@@ -109,7 +109,8 @@ def test_tags_params_metrics_artifacts(store, tmp_path):
     assert t["snakemake_rule"] == "train_flow"
     assert t["wildcard.object"] == "jet"
     assert t["seed"] == "7"
-    assert t["git_commit"] == "unknown" and t["git_dirty"] == "unknown"  # tmp dir is no git repo
+    # the workdir is a temporary directory, but the commit is the code's (the repo this package is in)
+    assert t["git_commit"] == tracking.git_state(tracking.CODE_ROOT)[0]
     assert t["note"] == "hello" and t["mlflow.runName"] == "r1"
     assert {"pipeline_version", "host"} <= set(t)
     assert r.data.params == {"flow.bins": "8", "flow.hidden": "[64, 64]", "lr": "0.001"}
@@ -128,7 +129,7 @@ def test_config_hash_is_order_independent_and_changes_with_config():
     assert config_sha256(a) != config_sha256({"x": 1, "y": {"b": 2, "a": [2, 1]}})
 
 
-def test_git_tags_in_a_repository(store, tmp_path):
+def test_git_tags_in_a_repository(store, tmp_path, monkeypatch):
     cfg, root, _ = store
     repo = tmp_path / "repo"
     repo.mkdir()
@@ -141,6 +142,8 @@ def test_git_tags_in_a_repository(store, tmp_path):
     assert tracking.git_state(repo) == (head, "false")
     (repo / "f.txt").write_text("2")
     assert tracking.git_state(repo) == (head, "true")
+    # code installed outside any repository: the tags fall back to the workdir's repository
+    monkeypatch.setattr(tracking, "CODE_ROOT", tmp_path / "not_a_repo")
     # workdir is the git repo here, so give the store as absolute paths
     abs_cfg = {**cfg, "tracking_uri": tracking_uri(cfg, root), "artifact_root": str(root / "store" / "artifacts")}
     with tracked_run(abs_cfg, "provenance", "git", config={}, rule="r", wildcards={}, inputs={}, seed=None,
