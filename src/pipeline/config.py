@@ -38,13 +38,16 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def schema() -> dict:
-    """The full JSON schema, with the detector block's schema plugged in."""
+    """The full JSON schema, with the detector and calo blocks' schemas plugged in."""
     main = load_yaml(SCHEMA_DIR / "config.schema.yaml")
     detector = SCHEMA_DIR / "detector.schema.yaml"
     if detector.exists():
         det = load_yaml(detector)
         det.pop("$schema", None)
         main["properties"]["detector"] = det
+    calo = SCHEMA_DIR / "calo.schema.yaml"
+    if calo.exists():
+        main["properties"]["calo"] = {k: v for k, v in load_yaml(calo).items() if k != "$schema"}
     return main
 
 
@@ -119,16 +122,18 @@ def validate_config(cfg: Mapping, source: str = "config", workdir: str | os.Path
 # Top-level keys whose value is replaced whole by an overriding config instead of merged key by
 # key: a config names exactly the samples it runs.
 REPLACED_KEYS = ("samples",)
+# The same for nested keys, as paths (the calorimeter samples of `calo`).
+REPLACED_PATHS = (("calo", "samples"),)
 
 
-def merge_configs(base: Mapping, override: Mapping, _top: bool = True) -> dict:
+def merge_configs(base: Mapping, override: Mapping, _top: bool = True, _path: tuple = ()) -> dict:
     """``override`` on top of ``base``: mappings merge recursively, other values are replaced."""
     out = copy.deepcopy(dict(base))
     for key, value in override.items():
-        if _top and key in REPLACED_KEYS:
+        if (_top and key in REPLACED_KEYS) or (*_path, key) in REPLACED_PATHS:
             out[key] = copy.deepcopy(value)
         elif isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = merge_configs(out[key], value, _top=False)
+            out[key] = merge_configs(out[key], value, _top=False, _path=(*_path, key))
         else:
             out[key] = copy.deepcopy(value)
     return out

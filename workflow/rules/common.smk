@@ -40,4 +40,5 @@ def all_outputs():
             f"results/plots/samples/{s}/summary.json",
         ]
     out += [f"results/training/{o}{kind}.parquet" for o in OBJECTS for kind in ("", "_fakes")]
+    out += ["results/calo/gan/model.pt", "results/validation/calo/metrics.json"]  # calo (workflow/rules/calo.smk)
     return out
