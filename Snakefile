@@ -14,6 +14,7 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/tracking.smk"
 include: "workflow/rules/samples.smk"
 include: "workflow/rules/skim.smk"
+include: "workflow/rules/flashsim.smk"
 include: "workflow/rules/calo.smk"
 
 

@@ -49,6 +49,7 @@ def test_shipped_configs_validate(laptop_config, tiny_config):
          "samples.ext.files", "matches no file"),
         (lambda c: [s.update(role="background") for s in c["samples"].values()], "samples", "signal"),
         (lambda c: c["mlflow"].pop("tracking_uri"), "mlflow", "tracking_uri"),
+        (lambda c: c["flashsim"]["validation"].update(samples=["wjets"]), "flashsim.validation.samples", "wjets"),
     ],
 )
 def test_invalid_values_name_the_key(laptop_config, mutate, key, expected):
@@ -77,6 +78,7 @@ def test_base_merges_mappings_and_replaces_samples(tmp_path, laptop_config):
         "samples": {"sig": {"process": "vbf_hmumu", "role": "signal", "n_events": 10, "events_per_chunk": 4}},
         "skim": {"muons": {"pt_min_gev": 30.0}},
         "training_tables": {"samples": ["sig"]},
+        "flashsim": {"validation": {"samples": ["sig"]}},
     }))
     cfg = load_config(child)
     assert list(cfg["samples"]) == ["sig"]

@@ -187,7 +187,8 @@ def test_external_real_cms_sample_runs_through_the_dag(tmp_path, repo, nano_dy, 
             "cms_dy": {"files": [str(nano_dy)], "role": "background", "xsec_pb": 6077.22},
         },
         "skim": {"muons": {"pt_min_gev": 5.0, "rel_iso_max": 10.0}, "mmumu_min_gev": 0.0},
-        "training_tables": {"samples": ["cms_dy"]},
+        "training_tables": {"samples": ["vbf_hmumu", "cms_dy"]},
+        "flashsim": {"validation": {"samples": ["vbf_hmumu"]}},
     }
     path = tmp_path / "ext.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -199,8 +200,17 @@ def test_external_real_cms_sample_runs_through_the_dag(tmp_path, repo, nano_dy, 
     else:
         assert (tmp_path / "results" / "plots" / "samples" / "cms_dy" / "summary.json").exists()
         jets = pd.read_parquet(tmp_path / "results" / "training" / "jets.parquet")
-        assert set(jets["sample"]) == {"cms_dy"}
-        assert jets["is_reconstructed"].mean() > 0.3
+        assert set(jets["sample"]) == {"vbf_hmumu", "cms_dy"}
+        real = jets[jets["sample"] == "cms_dy"]
+        assert len(real) > 50 and real["is_reconstructed"].mean() > 0.3
+        # the real CMS file went through FlashSim and opens with coffea's NanoAODSchema
+        from coffea.nanoevents import NanoAODSchema, NanoEventsFactory
+
+        flash = tmp_path / "results" / "flashsim" / "cms_dy" / "chunk0.root"
+        events = NanoEventsFactory.from_root({str(flash): "Events"}, schemaclass=NanoAODSchema,
+                                             mode="eager").events()
+        assert len(events) == 40 * 2  # k = 2 flash events per gen event (config/tiny.yaml)
+        assert ak.all(events.Jet.matched_gen.pt[events.Jet.genJetIdx >= 0] > 0)
 
 
 @pytest.mark.parametrize("kind", ["not_root", "no_events_tree", "missing_branch"])

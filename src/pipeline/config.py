@@ -38,13 +38,18 @@ def load_yaml(path: str | os.PathLike) -> dict:
 
 
 def schema() -> dict:
-    """The full JSON schema, with the detector and calo blocks' schemas plugged in."""
+    """The full JSON schema, with the detector, calo and flashsim blocks' schemas plugged in."""
     main = load_yaml(SCHEMA_DIR / "config.schema.yaml")
     detector = SCHEMA_DIR / "detector.schema.yaml"
     if detector.exists():
         det = load_yaml(detector)
         det.pop("$schema", None)
         main["properties"]["detector"] = det
+    flashsim = SCHEMA_DIR / "flashsim.schema.yaml"
+    if flashsim.exists():
+        fs = load_yaml(flashsim)
+        fs.pop("$schema", None)
+        main["properties"]["flashsim"] = fs
     calo = SCHEMA_DIR / "calo.schema.yaml"
     if calo.exists():
         main["properties"]["calo"] = {k: v for k, v in load_yaml(calo).items() if k != "$schema"}
@@ -94,6 +99,12 @@ def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
     for name in cfg["training_tables"]["samples"]:
         if name not in cfg["samples"]:
             msgs.append(f"training_tables.samples: '{name}' is not a key of samples")
+    for name in cfg.get("flashsim", {}).get("validation", {}).get("samples", []):
+        if name not in cfg["samples"]:
+            msgs.append(f"flashsim.validation.samples: '{name}' is not a key of samples")
+        elif not is_builtin(cfg["samples"][name]):
+            msgs.append(f"flashsim.validation.samples: '{name}' is external; validation needs the "
+                        "full simulation's reco collections of a built-in sample")
     sk = cfg["skim"]
     if sk["mmumu_min_gev"] >= sk["mmumu_max_gev"]:
         msgs.append("skim.mmumu_min_gev: must be below skim.mmumu_max_gev")

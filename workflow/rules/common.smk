@@ -26,6 +26,11 @@ def sample_files(sample):
     return expand_files(scfg["files"], what=f"samples.{sample}.files")
 
 
+def flash_files(sample):
+    """The FlashSim NanoAOD files of a sample: one per file of the sample (workflow/rules/flashsim.smk)."""
+    return [f"results/flashsim/{sample}/chunk{c}.root" for c in range(len(sample_files(sample)))]
+
+
 def training_inputs(wildcards):
     return [f for s in config["training_tables"]["samples"] for f in sample_files(s)]
 
@@ -40,5 +45,9 @@ def all_outputs():
             f"results/plots/samples/{s}/summary.json",
         ]
     out += [f"results/training/{o}{kind}.parquet" for o in OBJECTS for kind in ("", "_fakes")]
+    # flashsim (workflow/rules/flashsim.smk): models, flash samples, validation
+    out += [f"results/models/flashsim/{o}.pt" for o in OBJECTS]
+    out += [f for s in SAMPLES for f in flash_files(s)]
+    out += ["results/validation/flashsim/metrics.json"]
     out += ["results/calo/gan/model.pt", "results/validation/calo/metrics.json"]  # calo (workflow/rules/calo.smk)
     return out

@@ -1,0 +1,276 @@
+"""The FlashSim networks and their one-file checkpoint.
+
+:class:`ConditionalFlow`
+    A zuko neural spline *coupling* flow (``NSF(..., passes=2)``; the fully autoregressive default
+    samples about 8x slower) for p(reco | gen, context), wrapped with the standardisation of its
+    features and conditions (buffers, saved with the weights). Splines act on [-5, 5], hence the
+    standardisation. Durkan et al., "Neural Spline Flows", arXiv:1906.04015.
+
+:class:`EfficiencyNet`
+    An MLP giving P(reconstructed | gen, context) on the same standardised conditions.
+
+:class:`ObjectModule` (Lightning)
+    Trains both at once: loss = NLL of the flow on the reconstructed rows + BCE of the efficiency
+    net on all rows (the two share no weights; one data pass trains both).
+
+:class:`FakeModule` (Lightning)
+    A flow for fake objects (no gen partner) conditioned on the event context.
+
+:class:`FakeMultiplicity`
+    P(number of fakes | number of GenJets): a smoothed histogram, which is what the reference
+    simulation's pileup jets need (their number does not depend on anything else of the event).
+
+:class:`FlashSimModel`
+    Everything for one object in one file (:meth:`save`, :meth:`load`); :meth:`sample` and
+    :meth:`sample_fakes` take a ``torch.Generator`` so that the same seed gives the same objects.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+try:
+    import lightning.pytorch as pl
+except ImportError:  # pragma: no cover
+    import pytorch_lightning as pl
+
+from pipeline.errors import InputFileError
+
+CHECKPOINT_FORMAT = "pipeline.flashsim/1"
+SAMPLE_CHUNK = 16384  # rows per flow evaluation when sampling
+
+
+class Standardiser(nn.Module):
+    """x -> (x - mean) / std with the statistics stored as buffers."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(n))
+        self.register_buffer("std", torch.ones(n))
+
+    def fit(self, x: np.ndarray) -> Standardiser:
+        x = torch.as_tensor(x, dtype=torch.float32)
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp_min(1e-6))
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+    def inverse(self, z: torch.Tensor) -> torch.Tensor:
+        return z * self.std + self.mean
+
+
+class ConditionalFlow(nn.Module):
+    """p(x | c) by a zuko NSF coupling flow on standardised x and c."""
+
+    def __init__(self, features: int, context: int, transforms: int = 4, bins: int = 8,
+                 hidden: Sequence[int] = (64, 64)):
+        super().__init__()
+        import zuko
+
+        self.x_std = Standardiser(features)
+        self.c_std = Standardiser(context)
+        self.flow = zuko.flows.NSF(features, context, transforms=transforms, bins=bins,
+                                   hidden_features=list(hidden), passes=2)
+
+    def log_prob(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """log p of the *standardised* x (the loss; a constant Jacobian apart)."""
+        return self.flow(self.c_std(c)).log_prob(self.x_std(x))
+
+    @torch.no_grad()
+    def sample(self, c: torch.Tensor, generator: torch.Generator | None = None, chunk: int = SAMPLE_CHUNK) -> torch.Tensor:
+        """One x per row of c; noise from ``generator``. Rows are processed ``chunk`` at a time
+        (large batches are slower per row on a CPU once they leave the cache)."""
+        z = torch.randn(c.shape[0], self.x_std.mean.numel(), generator=generator, device=c.device, dtype=c.dtype)
+        out = [self.x_std.inverse(self.flow(self.c_std(c[i: i + chunk])).transform.inv(z[i: i + chunk]))
+               for i in range(0, c.shape[0], chunk)]
+        return torch.cat(out) if out else z
+
+
+class EfficiencyNet(nn.Module):
+    """logit P(reconstructed | c)."""
+
+    def __init__(self, context: int, hidden: Sequence[int] = (64, 64)):
+        super().__init__()
+        layers: list[nn.Module] = []
+        n = context
+        for h in hidden:
+            layers += [nn.Linear(n, h), nn.SiLU()]
+            n = h
+        layers.append(nn.Linear(n, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, c_std: torch.Tensor) -> torch.Tensor:
+        return self.net(c_std).squeeze(-1)
+
+
+class ObjectModule(pl.LightningModule):
+    """Flow (reconstructed rows) + efficiency net (all rows), trained together.
+
+    Batches are ``(x, c, reconstructed)``; x of rows that are not reconstructed is ignored.
+    """
+
+    def __init__(self, features: int, context: int, flow: Mapping[str, Any], efficiency_hidden: Sequence[int],
+                 lr: float = 1e-3, weight_decay: float = 0.0):
+        super().__init__()
+        self.save_hyperparameters()
+        self.flow = ConditionalFlow(features, context, **flow)
+        self.efficiency = EfficiencyNet(context, efficiency_hidden)
+
+    def _losses(self, batch):
+        x, c, reco = batch
+        logits = self.efficiency(self.flow.c_std(c))
+        bce = nn.functional.binary_cross_entropy_with_logits(logits, reco.float())
+        nll = -self.flow.log_prob(x[reco], c[reco]).mean() if reco.any() else logits.sum() * 0
+        return nll, bce
+
+    def training_step(self, batch, batch_idx):
+        nll, bce = self._losses(batch)
+        self.log_dict({"train_nll": nll, "train_bce": bce}, on_step=False, on_epoch=True, batch_size=len(batch[0]))
+        return nll + bce
+
+    def validation_step(self, batch, batch_idx):
+        nll, bce = self._losses(batch)
+        self.log_dict({"val_nll": nll, "val_bce": bce, "val_loss": nll + bce}, on_step=False, on_epoch=True,
+                      batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
+        return [opt], [sched]
+
+
+class FakeModule(pl.LightningModule):
+    """Flow of fake-object properties given the event context. Batches are ``(x, c)``."""
+
+    def __init__(self, features: int, context: int, flow: Mapping[str, Any], lr: float = 1e-3):
+        super().__init__()
+        self.save_hyperparameters()
+        self.flow = ConditionalFlow(features, context, **flow)
+
+    def training_step(self, batch, batch_idx):
+        nll = -self.flow.log_prob(*batch).mean()
+        self.log("fake_train_nll", nll, on_step=False, on_epoch=True, batch_size=len(batch[0]))
+        return nll
+
+    def validation_step(self, batch, batch_idx):
+        self.log("fake_val_nll", -self.flow.log_prob(*batch).mean(), on_step=False, on_epoch=True,
+                 batch_size=len(batch[0]))
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.parameters(), lr=self.hparams.lr)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_epochs))
+        return [opt], [sched]
+
+
+class FakeMultiplicity:
+    """P(n_fakes | n_genjets), a histogram per n_genjets (clipped at ``max_genjets``), each row
+    smoothed towards the inclusive distribution with ``prior`` pseudo-events."""
+
+    def __init__(self, probs: np.ndarray):
+        self.probs = np.asarray(probs, dtype=np.float64)
+
+    @classmethod
+    def fit(cls, n_genjets: np.ndarray, n_fakes: np.ndarray, max_genjets: int = 20, prior: float = 5.0):
+        g = np.clip(np.asarray(n_genjets, dtype=np.int64), 0, max_genjets)
+        f = np.asarray(n_fakes, dtype=np.int64)
+        counts = np.zeros((max_genjets + 1, int(f.max(initial=0)) + 1))
+        np.add.at(counts, (g, f), 1.0)
+        incl = counts.sum(0) / max(counts.sum(), 1.0)
+        probs = (counts + prior * incl) / (counts.sum(1, keepdims=True) + prior)
+        return cls(probs)
+
+    def sample(self, n_genjets: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        g = np.clip(np.asarray(n_genjets, dtype=np.int64), 0, len(self.probs) - 1)
+        cdf = np.cumsum(self.probs, axis=1)
+        u = rng.uniform(size=len(g))
+        return (u[:, None] > cdf[g]).sum(1).clip(0, self.probs.shape[1] - 1).astype(np.int64)
+
+    def mean(self) -> np.ndarray:
+        return self.probs @ np.arange(self.probs.shape[1])
+
+
+class FlashSimModel:
+    """Everything FlashSim needs for one object type: efficiency, flow, fakes, their settings."""
+
+    def __init__(self, obj: str, module: ObjectModule, fake: FakeModule | None, multiplicity: FakeMultiplicity,
+                 meta: Mapping[str, Any], fake_pool: np.ndarray | None = None):
+        """``fake_pool``: encoded fake objects drawn with replacement when there were too few fakes
+        to train ``fake`` (an empirical model instead of a flow)."""
+        self.obj = obj
+        self.fake_pool = None if fake_pool is None else np.asarray(fake_pool, dtype=np.float32)
+        self.module = module.eval()
+        self.fake = fake.eval() if fake is not None else None
+        self.multiplicity = multiplicity
+        self.meta = dict(meta)
+
+    # ---- persistence ------------------------------------------------------------------------
+    def save(self, path: str | os.PathLike) -> None:
+        """One file (``torch.save`` of plain tensors and dicts), written atomically."""
+        from pipeline.io import atomic_output
+
+        state = {
+            "format": CHECKPOINT_FORMAT,
+            "object": self.obj,
+            "module": {"hparams": dict(self.module.hparams), "state_dict": self.module.state_dict()},
+            "fake": None if self.fake is None else {"hparams": dict(self.fake.hparams),
+                                                    "state_dict": self.fake.state_dict()},
+            "multiplicity": torch.as_tensor(self.multiplicity.probs),
+            "fake_pool": None if self.fake_pool is None else torch.as_tensor(self.fake_pool),
+            "meta": self.meta,
+        }
+        with atomic_output(path) as tmp:
+            torch.save(state, tmp)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike, map_location: str = "cpu") -> FlashSimModel:
+        path = Path(path)
+        if not path.exists():
+            raise InputFileError(f"{path}: FlashSim model does not exist")
+        try:
+            state = torch.load(path, map_location=map_location, weights_only=False)
+        except Exception as exc:  # noqa: BLE001
+            raise InputFileError(f"{path}: not a FlashSim model ({exc})") from None
+        if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
+            raise InputFileError(f"{path}: not a FlashSim model (expected format {CHECKPOINT_FORMAT})")
+        module = ObjectModule(**state["module"]["hparams"])
+        module.load_state_dict(state["module"]["state_dict"])
+        fake = None
+        if state["fake"] is not None:
+            fake = FakeModule(**state["fake"]["hparams"])
+            fake.load_state_dict(state["fake"]["state_dict"])
+        pool = state.get("fake_pool")
+        return cls(state["object"], module, fake, FakeMultiplicity(state["multiplicity"].numpy()), state["meta"],
+                   None if pool is None else pool.numpy())
+
+    # ---- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def efficiency(self, c: np.ndarray) -> np.ndarray:
+        ct = torch.as_tensor(c, dtype=torch.float32)
+        return torch.sigmoid(self.module.efficiency(self.module.flow.c_std(ct))).numpy()
+
+    @torch.no_grad()
+    def sample(self, c: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        if len(c) == 0:
+            return np.zeros((0, self.module.hparams.features), dtype=np.float32)
+        return self.module.flow.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy()
+
+    @torch.no_grad()
+    def sample_fakes(self, c: np.ndarray, generator: torch.Generator) -> np.ndarray:
+        if self.fake is None:
+            pool = self.fake_pool
+            if pool is None or len(pool) == 0 or len(c) == 0:
+                return np.zeros((0, len(self.meta["fake_targets"])), dtype=np.float32)
+            pick = torch.randint(len(pool), (len(c),), generator=generator).numpy()
+            return pool[pick]
+        if len(c) == 0:
+            return np.zeros((0, self.fake.hparams.features), dtype=np.float32)
+        return self.fake.flow.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy()

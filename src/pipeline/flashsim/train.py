@@ -1,0 +1,254 @@
+"""Training of the FlashSim model of one object type (rule ``train_flow``).
+
+Inputs: the training table of the object and its fake table (:mod:`pipeline.skim`), and the
+sample files they came from (read for ``event`` and ``nGenJet`` only: the events without any fake
+are in no table, and the fake multiplicity needs them). Events of the validation split
+(:func:`pipeline.flashsim.conditions.is_holdout`) are dropped from all three before anything is
+fitted. Output: one file (:class:`pipeline.flashsim.model.FlashSimModel`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from pipeline import io
+from pipeline.errors import ConfigError, EmptySelectionError
+from pipeline.flashsim import preprocessing as pp
+from pipeline.flashsim.conditions import is_holdout
+from pipeline.flashsim.model import FakeModule, FakeMultiplicity, FlashSimModel, ObjectModule
+from pipeline.seeds import int_seed, rng
+
+log = logging.getLogger(__name__)
+
+
+def flashsim_cfg(cfg: Mapping) -> dict:
+    try:
+        return dict(cfg["flashsim"])
+    except KeyError:
+        raise ConfigError("flashsim: block missing from the config (see config/README.md)") from None
+
+
+def _epoch_logger():
+    """A Lightning callback that logs each epoch's losses and duration to the rule's log."""
+    import lightning.pytorch as pl
+
+    class _EpochLog(pl.Callback):
+        def on_train_epoch_start(self, trainer, module):
+            self._t0 = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            losses = ", ".join(f"{k} {float(v):.4f}" for k, v in sorted(trainer.callback_metrics.items()))
+            log.info("epoch %d/%d (%.1f s): %s", trainer.current_epoch + 1, trainer.max_epochs,
+                     time.perf_counter() - self._t0, losses)
+
+    return _EpochLog()
+
+
+def _trainer(epochs: int, tracked, progress: bool, root: str | None):
+    import lightning.pytorch as pl
+
+    from pipeline.tracking import lightning_logger
+
+    return pl.Trainer(
+        max_epochs=int(epochs),
+        accelerator="auto",
+        devices=1,
+        logger=lightning_logger(tracked) if tracked is not None else False,
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        default_root_dir=root,
+        log_every_n_steps=50,
+        gradient_clip_val=5.0,
+        callbacks=[_epoch_logger()],
+    )
+
+
+def _loaders(tensors: tuple[torch.Tensor, ...], batch_size: int, val_fraction: float, gen: np.random.Generator):
+    from torch.utils.data import DataLoader, TensorDataset
+
+    n = len(tensors[0])
+    perm = gen.permutation(n)
+    n_val = max(1, int(round(val_fraction * n))) if n > 10 else 0
+    val, tr = perm[:n_val], perm[n_val:]
+    tg = torch.Generator().manual_seed(int(gen.integers(2**31)))
+    train = DataLoader(TensorDataset(*(t[tr] for t in tensors)), batch_size=batch_size, shuffle=True, generator=tg,
+                       drop_last=len(tr) > batch_size)
+    valid = DataLoader(TensorDataset(*(t[val] for t in tensors)), batch_size=4 * batch_size) if n_val else None
+    return train, valid
+
+
+def _event_ids(sample_files: Mapping[str, list[str]]) -> pd.DataFrame:
+    """(sample, file_index, event, n_genjets) of every event of the training samples."""
+    parts = []
+    for sample, files in sample_files.items():
+        for fi, path in enumerate(files):
+            for _, arr in io.iterate_events([path], ["event", "nGenJet"], stage="train_flow (fake multiplicity)"):
+                parts.append(pd.DataFrame({"sample": sample, "file_index": fi,
+                                           "event": np.asarray(arr["event"], dtype=np.uint64),
+                                           "n_genjets": np.asarray(arr["nGenJet"], dtype=np.int64)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def train_object(
+    obj: str,
+    table_path: str,
+    fakes_path: str,
+    sample_files: Mapping[str, list[str]],
+    out_model: str,
+    cfg: Mapping,
+    tracked=None,
+    progress: bool = False,
+    work_dir: str | None = None,
+) -> dict[str, Any]:
+    """Train efficiency net + flow + fake model of ``obj`` and write ``out_model``; return metrics."""
+    import lightning.pytorch as pl
+
+    fcfg = flashsim_cfg(cfg)
+    ocfg = fcfg[obj]
+    holdout = float(fcfg["holdout_fraction"])
+    seed = int(cfg["seed"])
+    gen = rng(seed, "train_flow", obj)
+    pl.seed_everything(int_seed(seed, "train_flow", obj), workers=True, verbose=False)
+    torch.set_num_threads(max(1, int(fcfg.get("threads", 1))))
+    t0 = time.perf_counter()
+
+    # ---- matched objects and efficiency ---------------------------------------------------
+    cols = list(dict.fromkeys([*pp.CONDITION_COLUMNS[obj], "is_reconstructed", "event",
+                               *(c for c in _target_columns(obj))]))
+    table = io.read_parquet(table_path, cols, what=f"train_flow {obj}")
+    keep = ~is_holdout(table["event"].to_numpy(), holdout)
+    table = table[keep].reset_index(drop=True)
+    if ocfg.get("max_rows") and len(table) > ocfg["max_rows"]:
+        table = table.iloc[np.sort(gen.choice(len(table), int(ocfg["max_rows"]), replace=False))].reset_index(drop=True)
+    if len(table) == 0:
+        raise EmptySelectionError(f"train_flow {obj}: no training rows outside the held-out split")
+    reco = table["is_reconstructed"].to_numpy().astype(bool)
+    c = pp.encode_conditions(obj, table)
+    x = np.zeros((len(table), len(pp.TARGETS[obj])), dtype=np.float32)
+    x[reco] = pp.encode_targets(obj, table[reco], gen)
+    if not np.isfinite(x).all() or not np.isfinite(c).all():
+        bad = ~np.isfinite(x).all(1) | ~np.isfinite(c).all(1)
+        log.warning("train_flow %s: dropping %d rows with non-finite encoded values", obj, int(bad.sum()))
+        x, c, reco = x[~bad], c[~bad], reco[~bad]
+
+    module = ObjectModule(len(pp.TARGETS[obj]), len(pp.CONDITIONS[obj]), flow=dict(ocfg["flow"]),
+                          efficiency_hidden=list(ocfg["efficiency_hidden"]), lr=float(ocfg["lr"]))
+    with torch.no_grad():  # start the efficiency net at the mean efficiency
+        frac = float(np.clip(reco.mean(), 1e-4, 1 - 1e-4))
+        module.efficiency.net[-1].bias.fill_(float(np.log(frac / (1 - frac))))
+    module.flow.x_std.fit(x[reco])
+    module.flow.c_std.fit(c)
+    tensors = (torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(reco))
+    train_dl, val_dl = _loaders(tensors, int(ocfg["batch_size"]), float(fcfg["val_fraction"]), gen)
+    trainer = _trainer(ocfg["epochs"], tracked, progress, work_dir)
+    trainer.fit(module, train_dl, val_dl)
+    metrics = {f"{k}": float(v) for k, v in trainer.callback_metrics.items()}
+    t_main = time.perf_counter() - t0
+
+    # ---- fakes ----------------------------------------------------------------------------
+    fakes = io.read_parquet(fakes_path, [*pp.FAKE_CONDITION_COLUMNS, "sample", "file_index", "event",
+                                         *_fake_target_columns(obj)], what=f"train_flow {obj} fakes")
+    fakes = fakes[~is_holdout(fakes["event"].to_numpy(), holdout)].reset_index(drop=True)
+    events = _event_ids(sample_files)
+    events = events[~is_holdout(events["event"].to_numpy(), holdout)]
+    per_event = fakes.groupby(["sample", "file_index", "event"]).size().rename("n_fakes").reset_index()
+    events = events.merge(per_event, on=["sample", "file_index", "event"], how="left")
+    n_fakes = events["n_fakes"].fillna(0).to_numpy().astype(np.int64)
+    multiplicity = FakeMultiplicity.fit(events["n_genjets"].to_numpy(), n_fakes)
+    fake_module, fake_pool = None, None
+    min_fakes = int(fcfg["fakes"]["min_rows"])
+    if len(fakes) >= min_fakes:
+        if fcfg["fakes"].get("max_rows") and len(fakes) > fcfg["fakes"]["max_rows"]:
+            fakes = fakes.iloc[np.sort(gen.choice(len(fakes), int(fcfg["fakes"]["max_rows"]), replace=False))]
+        fx = pp.encode_fake_targets(obj, fakes, gen)
+        fc = pp.encode_fake_conditions(fakes)
+        ok = np.isfinite(fx).all(1) & np.isfinite(fc).all(1)
+        fx, fc = fx[ok], fc[ok]
+        fake_module = FakeModule(fx.shape[1], fc.shape[1], flow=dict(fcfg["fakes"]["flow"]), lr=float(fcfg["fakes"]["lr"]))
+        fake_module.flow.x_std.fit(fx)
+        fake_module.flow.c_std.fit(fc)
+        ftrain, fval = _loaders((torch.from_numpy(fx), torch.from_numpy(fc)), int(fcfg["fakes"]["batch_size"]),
+                                float(fcfg["val_fraction"]), gen)
+        ftrainer = _trainer(fcfg["fakes"]["epochs"], tracked, progress, work_dir)
+        ftrainer.fit(fake_module, ftrain, fval)
+        metrics.update({k: float(v) for k, v in ftrainer.callback_metrics.items()})
+    else:
+        log.warning("train_flow %s: only %d fake rows (< flashsim.fakes.min_rows = %d): fakes are drawn from "
+                    "them with replacement instead of a flow", obj, len(fakes), min_fakes)
+        if len(fakes):
+            fake_pool = pp.encode_fake_targets(obj, fakes, gen)
+            fake_pool = fake_pool[np.isfinite(fake_pool).all(1)]
+
+    meta = {
+        "targets": list(pp.TARGETS[obj]),
+        "conditions": list(pp.CONDITIONS[obj]),
+        "fake_targets": list(pp.FAKE_TARGETS[obj]),
+        "fake_conditions": list(pp.FAKE_CONDITIONS),
+        "acceptance": dict(cfg["training_tables"][obj]),
+        "btag_abs_eta_max": float(cfg["detector"]["btag"]["abs_eta_max"]),
+        "reco_pt_min_gev": float(cfg["detector"][obj]["pt_min_gev"]),
+        "holdout_fraction": holdout,
+        "seed": seed,
+    }
+    model = FlashSimModel(obj, module, fake_module, multiplicity, meta, fake_pool)
+    model.save(out_model)
+
+    eff_pred = model.efficiency(c)
+    metrics.update({
+        "n_train_rows": float(len(x)),
+        "n_reconstructed_rows": float(reco.sum()),
+        "n_fake_rows": float(len(fakes)),
+        "efficiency_truth": float(reco.mean()),
+        "efficiency_model": float(eff_pred.mean()),
+        "fakes_per_event_truth": float(n_fakes.mean()),
+        "train_time_s": time.perf_counter() - t0,
+        "train_time_main_s": t_main,
+    })
+    log.info("train_flow %s: %s", obj, metrics)
+    return metrics
+
+
+def _target_columns(obj: str) -> list[str]:
+    base = ["gen_pt", "gen_eta", "gen_phi", "reco_pt", "reco_eta", "reco_phi"]
+    if obj == "jets":
+        return [*base, "gen_mass", "reco_mass", "reco_btagDeepFlavB", "reco_qgl", "reco_nConstituents", "reco_jetId"]
+    return [*base, "gen_charge", "reco_charge", "reco_pfRelIso04_all", "reco_mediumId", "reco_tightId", "reco_dxy",
+            "reco_dz", "reco_ip3d"]
+
+
+def _fake_target_columns(obj: str) -> list[str]:
+    return [c for c in _target_columns(obj) if c.startswith("reco_")]
+
+
+def train_rule(smk) -> None:
+    """Body of the ``train_flow`` rule (workflow/scripts/flashsim_train.py)."""
+    from pathlib import Path
+
+    from pipeline.runner import provenance
+    from pipeline.tracking import tracked_run
+
+    obj = smk.wildcards.object
+    cfg = smk.config
+    fcfg = flashsim_cfg(cfg)
+    hparams = {k: fcfg[k] for k in ("holdout_fraction", "val_fraction", "oversampling_k")}
+    hparams.update({"model": fcfg[obj], "fakes": fcfg["fakes"]})
+    prov = provenance(smk, params=hparams)
+    prov["inputs"] = {"table": smk.input.table, "fakes": smk.input.fakes}
+    work = Path(smk.output.model).parent / f".{obj}_lightning"
+    with tracked_run(cfg["mlflow"], "flashsim", f"train_flow-{obj}", **prov) as tr:
+        metrics = train_object(obj, smk.input.table, smk.input.fakes, dict(smk.params.files), smk.output.model, cfg,
+                               tracked=tr, progress=False, work_dir=str(work))
+        tr.log_metrics({f"final_{k}": v for k, v in metrics.items()})
+        tr.log_artifact(smk.output.model, artifact_path="model")
+        io.write_json(smk.output.metrics, metrics)
+        tr.log_artifact(smk.output.metrics, artifact_path="model")
