@@ -192,7 +192,10 @@ def test_external_real_cms_sample_runs_through_the_dag(tmp_path, repo, nano_dy, 
     }
     path = tmp_path / "ext.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    proc = _snakemake(repo, tmp_path, "--configfile", str(path), check=False)
+    # the targets of the external sample: skim, plots, training tables, its flash version
+    targets = ["results/skims/cms_dy.parquet", "results/plots/samples/cms_dy/summary.json",
+               "results/training/jets.parquet", "results/flashsim/cms_dy/chunk0.root"]
+    proc = _snakemake(repo, tmp_path, *targets, "--configfile", str(path), check=False)
     out = proc.stdout + proc.stderr
     if proc.returncode != 0:
         # The only acceptable failure on 40 real events is an empty preselection, said clearly.
@@ -239,6 +242,7 @@ def test_bad_external_file_fails_clearly_through_the_dag(tmp_path, repo, kind):
             "user": {"files": [str(bad)], "role": "background", "xsec_pb": 1.0},
         },
         "training_tables": {"samples": ["sig"]},
+        "flashsim": {"validation": {"samples": ["sig"]}},
     }
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))
