@@ -497,29 +497,80 @@ def _fake_rows(obj: str, arrays, reco: ak.Array, valid: np.ndarray, gj: ak.Array
     return rows, np.bincount(n_fakes_ev)
 
 
-def _jet_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
+def jet_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarray]:
+    """Per gen jet in ``acceptance`` (``gen_pt_min_gev``, ``gen_abs_eta_max``): the columns of
+    :data:`JET_TABLE_COLUMNS` that are conditions, plus ``ev`` (event index in the
+    chunk) and ``idx`` (index of the GenJet in its event, the future ``Jet_genJetIdx``)."""
     gj = io.collection(arrays, "GenJet", list(nanoaod.GENJET))
-    gp = io.collection(arrays, "GenPart", _GENPART_FIELDS)
-    jets = io.collection(arrays, "Jet", list(nanoaod.JET))
+    gp = io.collection(arrays, "GenPart", ("pt", "eta", "phi", "pdgId", "status"))
     genmu = gp[(abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)]
     n_gj = _np(ak.num(gj, axis=1), np.int64)
-    met = _np(arrays[GENMET_PT], np.float32)
-    acc = (gj["pt"] > tcfg["gen_pt_min_gev"]) & (abs(gj["eta"]) < tcfg["gen_abs_eta_max"])
+    acc = (gj["pt"] > acceptance["gen_pt_min_gev"]) & (abs(gj["eta"]) < acceptance["gen_abs_eta_max"])
     acc_flat = _np(ak.flatten(acc), bool)
-    ev_gen = np.repeat(np.arange(len(n_gj)), n_gj)[acc_flat]
-
+    ev = np.repeat(np.arange(len(n_gj)), n_gj)[acc_flat]
     dr_jj, pt_jj = _nearest(gj, gj, same=True)
     (dr_jm, _) = _nearest(gj, genmu)
-    rows: dict[str, np.ndarray] = {}
-    for f, dtype in nanoaod.GENJET.items():
-        rows[f"gen_{f}"] = _np(ak.flatten(gj[f]), dtype)[acc_flat]
-    rows["ctx_n_genjets"] = n_gj[ev_gen].astype(np.int32)
-    rows["ctx_nearest_genjet_dr"] = _np(ak.flatten(dr_jj), np.float32)[acc_flat]
-    rows["ctx_nearest_genjet_pt"] = _np(ak.flatten(pt_jj), np.float32)[acc_flat]
-    rows["ctx_nearest_genmuon_dr"] = _np(ak.flatten(dr_jm), np.float32)[acc_flat]
-    rows["ctx_genmet_pt"] = met[ev_gen]
+    out = {f"gen_{f}": _np(ak.flatten(gj[f]), dt)[acc_flat] for f, dt in nanoaod.GENJET.items()}
+    out.update({
+        "ctx_n_genjets": n_gj[ev].astype(np.int32),
+        "ctx_nearest_genjet_dr": _np(ak.flatten(dr_jj), np.float32)[acc_flat],
+        "ctx_nearest_genjet_pt": _np(ak.flatten(pt_jj), np.float32)[acc_flat],
+        "ctx_nearest_genmuon_dr": _np(ak.flatten(dr_jm), np.float32)[acc_flat],
+        "ctx_genmet_pt": _np(arrays[GENMET_PT], np.float32)[ev],
+        "ev": ev,
+        "idx": _np(ak.flatten(ak.local_index(gj["pt"], axis=1)), np.int32)[acc_flat],
+    })
+    return out
+
+
+def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarray]:
+    """Per final-state gen muon in ``acceptance``: the condition columns of
+    :data:`MUON_TABLE_COLUMNS`, ``ev`` and ``idx`` (the GenPart index)."""
+    gj = io.collection(arrays, "GenJet", ("pt", "eta", "phi"))
+    gp = io.collection(arrays, "GenPart", ("pt", "eta", "phi", "pdgId", "status", "statusFlags"))
+    n_gp = _np(ak.num(gp, axis=1), np.int64)
+    is_mu = (abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)
+    acc = is_mu & (gp["pt"] > acceptance["gen_pt_min_gev"]) & (abs(gp["eta"]) < acceptance["gen_abs_eta_max"])
+    acc_flat = _np(ak.flatten(acc), bool)
+    ev = np.repeat(np.arange(len(n_gp)), n_gp)[acc_flat]
+    cand = gp[acc]
+    out = {f"gen_{f}": _np(ak.flatten(cand[f]), nanoaod.GENPART[f]) for f in ("pt", "eta", "phi")}
+    pdg = _np(ak.flatten(cand["pdgId"]), np.int32)
+    out["gen_charge"] = (-np.sign(pdg)).astype(np.int32)
+    flags = _np(ak.flatten(cand["statusFlags"]), np.int64)
+    prompt = (flags >> _FLAG["isPrompt"]) & 1 == 1
+    prompt_tau = (flags >> _FLAG["isPromptTauDecayProduct"]) & 1 == 1
+    out["gen_isPrompt"] = prompt
+    out["gen_fromHadron"] = ~prompt & ~prompt_tau
+    out["gen_fromPromptTau"] = prompt_tau
+    dr_mj, pt_mj, sum04 = _nearest(cand, gj, cone=0.4)
+    out.update({
+        "ctx_n_genjets": _np(ak.num(gj, axis=1), np.int32)[ev],
+        "ctx_nearest_genjet_dr": _np(ak.flatten(dr_mj), np.float32),
+        "ctx_nearest_genjet_pt": _np(ak.flatten(pt_mj), np.float32),
+        "ctx_genjet_sumpt_dr04": _np(ak.flatten(sum04), np.float32),
+        "ctx_nearest_genmuon_dr": _nearest_other(cand, gp[is_mu], gp, acc, is_mu),
+        "ctx_genmet_pt": _np(arrays[GENMET_PT], np.float32)[ev],
+        "ev": ev,
+        "idx": _np(ak.flatten(ak.local_index(gp["pt"], axis=1)), np.int32)[acc_flat],
+    })
+    return out
+
+
+def _flat_position(counts: np.ndarray, ev: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """Position in the flattened collection of object ``idx`` of event ``ev``."""
+    starts = np.concatenate(([0], np.cumsum(counts)[:-1]))
+    return starts[ev] + idx
+
+
+def _jet_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
+    rows = jet_conditions(arrays, tcfg)
+    ev_gen, idx = rows.pop("ev"), rows.pop("idx")
+    gj = io.collection(arrays, "GenJet", _GENJET_CTX_FIELDS)
+    jets = io.collection(arrays, "Jet", list(nanoaod.JET))
+    n_gj = _np(ak.num(gj, axis=1), np.int64)
     match, valid, dup = _leading_match(n_gj, jets["genJetIdx"], jets["pt"])
-    m = match[acc_flat]
+    m = match[_flat_position(n_gj, ev_gen, idx)]
     rows["is_reconstructed"] = m >= 0
     rows.update(_reco_columns(jets, _reco_fields("jets"), nanoaod.JET, m))
     rows.update(_ids(ids, ev_gen))
@@ -529,40 +580,16 @@ def _jet_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
 
 
 def _muon_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
+    rows = muon_conditions(arrays, tcfg)
+    ev_gen, idx = rows.pop("ev"), rows.pop("idx")
     gj = io.collection(arrays, "GenJet", _GENJET_CTX_FIELDS)
-    gp = io.collection(arrays, "GenPart", _GENPART_FIELDS)
+    gp = io.collection(arrays, "GenPart", ("pdgId", "status"))
     muons = io.collection(arrays, "Muon", list(nanoaod.MUON))
     n_gp = _np(ak.num(gp, axis=1), np.int64)
     is_mu = (abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)
-    acc = is_mu & (gp["pt"] > tcfg["gen_pt_min_gev"]) & (abs(gp["eta"]) < tcfg["gen_abs_eta_max"])
-    acc_flat = _np(ak.flatten(acc), bool)
-    ev_gen = np.repeat(np.arange(len(n_gp)), n_gp)[acc_flat]
-    genmu = gp[is_mu]
-    cand = gp[acc]  # per event, the gen muons in acceptance (same order as acc_flat)
-
-    rows: dict[str, np.ndarray] = {}
-    for f in ("pt", "eta", "phi"):
-        rows[f"gen_{f}"] = _np(ak.flatten(cand[f]), nanoaod.GENPART[f])
-    pdg = _np(ak.flatten(cand["pdgId"]), np.int32)
-    rows["gen_charge"] = (-np.sign(pdg)).astype(np.int32)
-    flags = _np(ak.flatten(cand["statusFlags"]), np.int64)
-    prompt = (flags >> _FLAG["isPrompt"]) & 1 == 1
-    prompt_tau = (flags >> _FLAG["isPromptTauDecayProduct"]) & 1 == 1
-    rows["gen_isPrompt"] = prompt
-    rows["gen_fromHadron"] = ~prompt & ~prompt_tau
-    rows["gen_fromPromptTau"] = prompt_tau
-    dr_mj, pt_mj, sum04 = _nearest(cand, gj, cone=0.4)
-    # nearest *other* gen muon: cand is a subset of genmu, so exclude pairs at dR == 0 of the same particle
-    dr_mm = _nearest_other(cand, genmu, gp, acc, is_mu)
-    rows["ctx_n_genjets"] = _np(ak.num(gj, axis=1), np.int32)[ev_gen]
-    rows["ctx_nearest_genjet_dr"] = _np(ak.flatten(dr_mj), np.float32)
-    rows["ctx_nearest_genjet_pt"] = _np(ak.flatten(pt_mj), np.float32)
-    rows["ctx_genjet_sumpt_dr04"] = _np(ak.flatten(sum04), np.float32)
-    rows["ctx_nearest_genmuon_dr"] = dr_mm
-    rows["ctx_genmet_pt"] = _np(arrays[GENMET_PT], np.float32)[ev_gen]
     # only final-state gen muons are match targets: a reco muon pointing elsewhere is a fake
     match, valid, dup = _leading_match(n_gp, muons["genPartIdx"], muons["pt"], _np(ak.flatten(is_mu), bool))
-    m = match[acc_flat]
+    m = match[_flat_position(n_gp, ev_gen, idx)]
     rows["is_reconstructed"] = m >= 0
     rows.update(_reco_columns(muons, _reco_fields("muons"), nanoaod.MUON, m))
     rows.update(_ids(ids, ev_gen))
