@@ -120,19 +120,29 @@ def expand_files(patterns: Iterable[str], base_dir: str | os.PathLike = ".", wha
 # --------------------------------------------------------------------------------------------
 # ROOT input
 # --------------------------------------------------------------------------------------------
-def open_tree(path: str | os.PathLike, tree: str = "Events"):
-    """Open ``tree`` in a ROOT file, turning every way this can fail into one clear error."""
-    import uproot
+def check_input_file(path: str | os.PathLike, magic: bytes, kind: str, signature: str,
+                     expected: str | None = None) -> Path:
+    """Check that ``path`` exists, is a file and starts with ``magic``; one clear error if not.
 
+    ``kind`` is what the magic bytes identify ("a ROOT file"), ``signature`` names those bytes,
+    ``expected`` what the stage wanted (default ``kind``)."""
     path = Path(path)
     if not path.exists():
         raise InputFileError(f"{path}: file does not exist")
     if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, expected a ROOT file")
+        raise InputFileError(f"{path}: is a directory, expected {expected or kind}")
     with open(path, "rb") as fh:
-        magic = fh.read(4)
-    if magic != b"root":
-        raise InputFileError(f"{path}: not a ROOT file (expected the 'root' magic bytes at the start)")
+        head = fh.read(len(magic))
+    if head != magic:
+        raise InputFileError(f"{path}: not {kind} (expected {signature} at the start)")
+    return path
+
+
+def open_tree(path: str | os.PathLike, tree: str = "Events"):
+    """Open ``tree`` in a ROOT file, turning every way this can fail into one clear error."""
+    import uproot
+
+    path = check_input_file(path, b"root", "a ROOT file", "the 'root' magic bytes")
     try:
         file = uproot.open(path)
     except Exception as exc:  # noqa: BLE001

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.calo.geometry import Geometry
 from pipeline.errors import InputFileError
-from pipeline.io import atomic_output
+from pipeline.io import atomic_output, check_input_file
 
 HDF5_MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -61,15 +61,8 @@ def read_showers(path: str | os.PathLike, geometry: Geometry, max_showers: int |
     """Read and check a CaloChallenge HDF5 file against ``geometry``."""
     import h5py
 
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(f"{path}: file does not exist")
-    if path.is_dir():
-        raise InputFileError(f"{path}: is a directory, expected a CaloChallenge HDF5 file")
-    with open(path, "rb") as fh:
-        magic = fh.read(8)
-    if magic != HDF5_MAGIC:
-        raise InputFileError(f"{path}: not an HDF5 file (expected the HDF5 signature at the start)")
+    path = check_input_file(path, HDF5_MAGIC, "an HDF5 file", "the HDF5 signature",
+                            expected="a CaloChallenge HDF5 file")
     try:
         f = h5py.File(path, "r")
     except OSError as exc:
