@@ -121,9 +121,7 @@ def main() -> None:
             figures[f"reference_over_gan_batch{batch}_{device}"] = figures["reference_ms_per_shower"] / ms
         gen.generator.to("cpu")
         gen.cond.to("cpu")
-    out = write_result(args.out, "calo", figures)
-    for k, v in out.items():
-        print(f"{k:45s} {v}")
+    write_result(args.out, "calo", figures)
 
 
 if __name__ == "__main__":

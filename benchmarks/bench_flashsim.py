@@ -100,9 +100,7 @@ def main() -> None:
         figures[f"detsim_over_flash_batch{b}"] = figures["detsim_s_per_event"] / per_event
         print(f"batch {b}: flash {per_event * 1e3:.4f} ms/ev ({reps} x), "
               f"pythia8/flash {figures[f'pythia8_over_flash_batch{b}']:.1f}", file=sys.stderr)
-    out = write_result(args.out, "flashsim", figures)
-    for k, v in out.items():
-        print(f"{k:40s} {v}")
+    write_result(args.out, "flashsim", figures)
 
 
 if __name__ == "__main__":

@@ -112,9 +112,7 @@ def main() -> None:
         "skim_over_raw_read_time": t_skim / t_raw,
         "skim_branches_read": len(branches),
     })
-    out = write_result(args.out, "samples", figures)
-    for k, v in out.items():
-        print(f"{k:40s} {v}")
+    write_result(args.out, "samples", figures)
 
 
 if __name__ == "__main__":

@@ -54,7 +54,11 @@ def timed(fn: Callable[[], object]) -> tuple[float, object]:
 
 
 def write_result(path: str | os.PathLike, name: str, figures: dict) -> dict:
+    """Write the figures with the machine description to ``path`` as JSON and print them."""
     out = {"benchmark": name, "timestamp_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
            **machine(), **figures}
     write_json(path, out)
+    width = max(map(len, out))
+    for key, value in out.items():
+        print(f"{key:{width}s} {value}")
     return out
