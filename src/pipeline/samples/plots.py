@@ -154,6 +154,16 @@ class SamplePlotAccumulator:
             out[(abs_eta >= lo) & (abs_eta < hi)] = name
         return out
 
+    def _fill_response(self, kind: str, response: np.ndarray, gen_pt: np.ndarray, gen_eta: np.ndarray,
+                       regions: Mapping[str, tuple[float, float]], eta_profile_min_pt: float) -> None:
+        """Response of matched objects versus gen pT per |eta| region, and versus gen eta above
+        ``eta_profile_min_pt`` (histograms ``{kind}_resp_pt`` and ``{kind}_resp_eta``)."""
+        reg = self._regions(np.abs(gen_eta), regions)
+        sel = reg != ""
+        self.h[f"{kind}_resp_pt"].fill(region=reg[sel], pt=gen_pt[sel], response=response[sel])
+        sel = gen_pt >= eta_profile_min_pt
+        self.h[f"{kind}_resp_eta"].fill(eta=gen_eta[sel], response=response[sel])
+
     def fill(self, chunk: Mapping[str, ak.Array]) -> None:
         o, h = self.opts, self.h
         n_ev = len(chunk["Jet_pt"])
@@ -166,12 +176,8 @@ class SamplePlotAccumulator:
         j_pt, j_eta = _flat(chunk["Jet_pt"]), _flat(chunk["Jet_eta"])
         valid, gpos = _match(chunk["Jet_genJetIdx"], n_gj)
         g = gpos[valid]
-        resp = j_pt[valid] / gj_pt[g]
-        reg = self._regions(np.abs(gj_eta[g]), self.jet_regions)
-        sel = reg != ""
-        h["jet_resp_pt"].fill(region=reg[sel], pt=gj_pt[g][sel], response=resp[sel])
-        sel = gj_pt[g] >= o["eta_profile_min_jet_pt_gev"]
-        h["jet_resp_eta"].fill(eta=gj_eta[g][sel], response=resp[sel])
+        self._fill_response("jet", j_pt[valid] / gj_pt[g], gj_pt[g], gj_eta[g], self.jet_regions,
+                            o["eta_profile_min_jet_pt_gev"])
         gj_matched = np.zeros(gj_pt.size, dtype=bool)
         gj_matched[g] = True
         acc = np.abs(gj_eta) < o["eta_bins"][-1]
@@ -201,12 +207,8 @@ class SamplePlotAccumulator:
         is_mu = np.zeros(valid.size, dtype=bool)
         is_mu[valid] = np.abs(gp_pdg[gpos[valid]]) == 13
         g = gpos[is_mu]
-        resp = m_pt[is_mu] / gp_pt[g]
-        reg = self._regions(np.abs(gp_eta[g]), self.muon_regions)
-        sel = reg != ""
-        h["mu_resp_pt"].fill(region=reg[sel], pt=gp_pt[g][sel], response=resp[sel])
-        sel = gp_pt[g] >= o["eta_profile_min_muon_pt_gev"]
-        h["mu_resp_eta"].fill(eta=gp_eta[g][sel], response=resp[sel])
+        self._fill_response("mu", m_pt[is_mu] / gp_pt[g], gp_pt[g], gp_eta[g], self.muon_regions,
+                            o["eta_profile_min_muon_pt_gev"])
 
         stable_mu = (np.abs(gp_pdg) == 13) & (gp_status == 1) & (np.abs(gp_eta) < o["muon_abs_eta_max"])
         gp_matched = np.zeros(gp_pt.size, dtype=bool)
