@@ -20,7 +20,7 @@ rule train_flow:
         "results/logs/train_flow/{object}.log",
     benchmark:
         "results/benchmarks/rules/train_flow/{object}.tsv"
-    threads: config["flashsim"].get("threads", 1)
+    threads: config["flashsim"]["threads"]
     resources:
         runtime=60,
         mem_mb=4000,

@@ -184,7 +184,7 @@ def flash_generate(
     fcfg = cfg["flashsim"]
     k = int(fcfg["oversampling_k"])
     batch = int(fcfg["batch_events"])
-    torch.set_num_threads(max(1, int(fcfg.get("threads", 1))))
+    torch.set_num_threads(fcfg["threads"])
     stage = f"flash_generate of sample '{sample}'"
     branches = needed_branches()
     entries = {}

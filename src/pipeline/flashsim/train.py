@@ -119,7 +119,7 @@ def train_object(
     seed = int(cfg["seed"])
     gen = rng(seed, "train_flow", obj)
     pl.seed_everything(int_seed(seed, "train_flow", obj), workers=True, verbose=False)
-    torch.set_num_threads(max(1, int(fcfg.get("threads", 1))))
+    torch.set_num_threads(fcfg["threads"])
     t0 = time.perf_counter()
 
     # ---- matched objects and efficiency ---------------------------------------------------
