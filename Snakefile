@@ -16,6 +16,9 @@ include: "workflow/rules/samples.smk"
 include: "workflow/rules/skim.smk"
 include: "workflow/rules/flashsim.smk"
 include: "workflow/rules/calo.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/analysis.smk"
+include: "workflow/rules/trigger.smk"
 
 
 rule all:

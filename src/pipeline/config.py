@@ -37,22 +37,20 @@ def load_yaml(path: str | os.PathLike) -> dict:
     return data
 
 
+# Top-level config blocks whose schema lives in its own file, workflow/schemas/<block>.schema.yaml.
+SECTION_SCHEMAS = ("detector", "flashsim", "calo", "classifier", "trigger", "analysis")
+
+
 def schema() -> dict:
-    """The full JSON schema, with the detector, calo and flashsim blocks' schemas plugged in."""
+    """The full JSON schema, with each block of :data:`SECTION_SCHEMAS` plugged in from its file
+    (and required: the rules read it)."""
     main = load_yaml(SCHEMA_DIR / "config.schema.yaml")
-    detector = SCHEMA_DIR / "detector.schema.yaml"
-    if detector.exists():
-        det = load_yaml(detector)
-        det.pop("$schema", None)
-        main["properties"]["detector"] = det
-    flashsim = SCHEMA_DIR / "flashsim.schema.yaml"
-    if flashsim.exists():
-        fs = load_yaml(flashsim)
-        fs.pop("$schema", None)
-        main["properties"]["flashsim"] = fs
-    calo = SCHEMA_DIR / "calo.schema.yaml"
-    if calo.exists():
-        main["properties"]["calo"] = {k: v for k, v in load_yaml(calo).items() if k != "$schema"}
+    for section in SECTION_SCHEMAS:
+        path = SCHEMA_DIR / f"{section}.schema.yaml"
+        if path.exists():
+            main["properties"][section] = {k: v for k, v in load_yaml(path).items() if k != "$schema"}
+            if section not in main["required"]:
+                main["required"].append(section)  # every rule file reads its block
     return main
 
 

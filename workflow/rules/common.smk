@@ -35,8 +35,13 @@ def training_inputs(wildcards):
     return [f for s in config["training_tables"]["samples"] for f in sample_files(s)]
 
 
+# Each capability's rule file appends its final outputs here (`CAPABILITY_TARGETS += [...]`);
+# `all` builds them.
+CAPABILITY_TARGETS = []
+
+
 def all_outputs():
-    out = []
+    out = list(CAPABILITY_TARGETS)
     for s in SAMPLES:
         out += sample_files(s) if s in BUILTIN else []
         out += [
