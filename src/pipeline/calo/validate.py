@@ -41,6 +41,9 @@ PRETTY = {
     "sparsity": (r"Fraction of voxels with energy, layer {i}", False),
 }
 
+# Single-particle showers have no collider energy: no "(13.6 TeV)" on the right of the label.
+SHOWER_LABEL = {"rlabel": ""}
+
 
 def separation_power(p: np.ndarray, q: np.ndarray) -> float:
     """1/2 sum (p - q)^2 / (p + q) of two histograms normalised to unit sum."""
@@ -118,7 +121,8 @@ def validate_sample(name: str, ref: Showers, gen: Showers, calo_cfg: Mapping, se
         if plots:
             written.append(plotting.plot_hists_with_ratio(
                 [h_ref, h_gen], ["Reference", "GAN"], xlabel=label, ylabel="Normalised showers", density=True,
-                path=plot_dir / f"{key}.png", legend_title=f"{name}, S = {sep[key]:.3f}"))
+                path=plot_dir / f"{key}.png", legend_title=f"{name}, S = {sep[key]:.3f}",
+                label_kwargs=SHOWER_LABEL))
     # voxel-energy spectrum of non-zero voxels
     va, vb = ref.showers[ref.showers > 0], gen.showers[gen.showers > 0]
     va, vb = np.log10(va), np.log10(vb)
@@ -129,7 +133,8 @@ def validate_sample(name: str, ref: Showers, gen: Showers, calo_cfg: Mapping, se
     if plots:
         written.append(plotting.plot_hists_with_ratio(
             [h_ref, h_gen], ["Reference", "GAN"], xlabel=label, ylabel="Normalised voxels", density=True, logy=True,
-            path=plot_dir / "voxel_energy.png", legend_title=f"{name}, S = {sep['voxel_energy']:.3f}"))
+            path=plot_dir / "voxel_energy.png", legend_title=f"{name}, S = {sep['voxel_energy']:.3f}",
+            label_kwargs=SHOWER_LABEL))
     cseed = int_seed(seed, "validate_calo", name)
     hidden, epochs = list(vcfg["classifier_hidden"]), int(vcfg["classifier_epochs"])
     auc_hl = classifier_auc(classifier_inputs(ref.showers, ref.incident_energies, geometry),
