@@ -3,6 +3,8 @@ from snakemake.utils import min_version
 
 min_version("9.0")
 
+report: "workflow/report/workflow.rst"
+
 # The laptop default, unless the command line names its own --configfile (Snakemake would
 # otherwise merge the two, leaking the default's samples into a cluster config).
 if not workflow.overwrite_configfiles:

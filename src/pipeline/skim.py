@@ -233,6 +233,43 @@ def _cross_section(sample: str, sample_cfg: Mapping, files: list[str], runs: dic
     return None, "Runs tree xsec_pb (sum-of-weights weighted mean over files)"
 
 
+def sample_normalisation(files: list[str], sample: str, sample_cfg: Mapping, luminosity_fb: float) -> dict:
+    """Luminosity normalisation of a sample, as :func:`skim_sample` computes it, without a skim.
+
+    ``norm = xsec_pb * 1000 * luminosity_fb / sum_genWeight`` (so ``weight = genWeight * norm``);
+    ``sum_genWeight`` sums every file's ``Runs`` ``genEventSumw``, or its ``genWeight`` branch where
+    the file has none; ``xsec_pb`` is ``sample_cfg['xsec_pb']``, else the ``Runs`` trees'
+    (sum-of-weights weighted mean). Used by the Coffea analysis for full and flash samples (flash
+    events carry ``genWeight / k`` and the input's ``Runs`` tree, so the sums agree).
+    Returns ``{"norm", "xsec_pb", "xsec_source", "sum_genWeight"}``.
+    """
+    files = [str(f) for f in files]
+    if not files:
+        raise InputFileError(f"sample '{sample}': no input files")
+    for f in files:
+        io.open_tree(f).file.close()  # existence, ROOT magic, Events tree: one clear error
+    runs = {f: _read_runs(f) for f in files}
+    xsec, source = _cross_section(sample, sample_cfg, files, runs)
+    sumws = []
+    for f in files:
+        if runs[f].get("genEventSumw") is not None:
+            sumws.append(float(runs[f]["genEventSumw"]))
+        else:
+            tree = io.open_tree(f)
+            io.check_branches(tree, [GENWEIGHT], f, f"normalisation of sample '{sample}'")
+            sumws.append(float(np.sum(tree[GENWEIGHT].array(library="np"), dtype=np.float64)))
+            del tree
+    ws = np.asarray(sumws)
+    sumw = float(ws.sum())
+    if xsec is None:
+        xs = np.array([runs[f]["xsec_pb"] for f in files], dtype=float)
+        xsec = float(np.average(xs, weights=ws)) if sumw > 0 else float(xs.mean())
+    if not sumw > 0:
+        raise InputFileError(f"sample '{sample}': sum of genWeight is {sumw} over {len(files)} files; expected > 0")
+    return {"norm": xsec * 1000.0 * float(luminosity_fb) / sumw, "xsec_pb": xsec, "xsec_source": source,
+            "sum_genWeight": sumw}
+
+
 def skim_sample(
     files: list[str],
     out_parquet: str,

@@ -1,0 +1,216 @@
+"""Statistical closure of FlashSim with pyhf: the same physics result from full and flash simulation?
+
+Model (one per simulation type): one channel, the signal region; templates of ``analysis.fit.variable``
+(the DisCo score or m_mumu) from the analysis histograms: signal = the samples with role signal,
+background = the sum of the background samples; signal scaled by the normfactor ``mu``; MC
+statistical uncertainties as Barlow-Beeston-lite ``staterror`` (sqrt(sum w^2) per bin, scaled per
+sample by the region's ``sumw2_events / sumw2`` so that FlashSim's k copies of a generator event
+count as one independent event). Bins
+without background in either simulation are dropped (the same bins for both models, so that
+each model can be fitted to the other's data).
+
+Per model, on its own Asimov data (mu = 1):
+
+- ``expected_significance``: Z = Phi^-1(1 - p0), p0 of the discovery test (``q0``, asymptotic
+  formulae, ``pyhf.infer.hypotest(0, asimov, test_stat="q0")``)
+- ``mu_uncertainty``: the HESSE uncertainty of mu in the MINUIT fit to the Asimov data
+- ``expected_significance_stat_only``: the Asimov formula without MC statistical uncertainties
+  (what the model would give with infinite MC statistics), to separate the two effects
+
+Cross fits: each model fitted to the other's Asimov data (the other's expected counts with its
+own auxiliary data): fitted mu and its HESSE uncertainty. If FlashSim closes, mu = 1 within
+the uncertainty.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from pipeline import io
+from pipeline.errors import ConfigError, EmptySelectionError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MU_BOUNDS = (-50.0, 50.0)  # range of mu in the fits (analysis.fit.mu_bounds)
+
+
+def _pyhf():
+    import pyhf
+
+    pyhf.set_backend("numpy", pyhf.optimize.minuit_optimizer(verbose=0))
+    return pyhf
+
+
+def templates(results: Mapping[str, Mapping], roles: Mapping[str, str], variable: str,
+              region: str = "signal", rebin: int = 1) -> dict:
+    """Signal and background templates (values, variances, edges) of ``variable`` in ``region``
+    from ``{sample: analysis result}``; ``roles``: ``{sample: "signal" | "background"}``;
+    ``rebin`` adjacent bins merged (must divide the number of bins)."""
+    sums = {"signal": None, "background": None}
+    edges = None
+    for sample, res in results.items():
+        if variable not in res["hists"]:
+            raise ConfigError(f"analysis.fit.variable is {variable!r} but the analysis of '{sample}' has no such "
+                              f"histogram ({'no classifier model was given' if variable == 'score' else 'see analysis.histograms'})")
+        h = res["hists"][variable][{"region": region}]
+        role = roles[sample]
+        v, var = np.asarray(h.values(), float), np.asarray(h.variances(), float)
+        y = res["yields"][region]
+        if y.get("sumw2_events") and y["sumw2"] > 0:  # FlashSim copies: per-event variance of the region
+            var = var * (y["sumw2_events"] / y["sumw2"])
+        if sums[role] is None:
+            sums[role] = [v.copy(), var.copy()]
+        else:
+            sums[role][0] += v
+            sums[role][1] += var
+        edges = np.asarray(h.axes[0].edges, float)
+    for role, s in sums.items():
+        if s is None:
+            raise ConfigError(f"no {role} sample in the analysis (samples.<name>.role)")
+    rebin = int(rebin)
+    if rebin < 1 or (len(edges) - 1) % rebin:
+        raise ConfigError(f"analysis.fit.rebin is {rebin}; it must divide the {len(edges) - 1} bins of "
+                          f"analysis.histograms.{variable}")
+    for role in sums:
+        sums[role] = [a.reshape(-1, rebin).sum(axis=1) for a in sums[role]]
+    return {"signal": sums["signal"], "background": sums["background"], "edges": edges[::rebin]}
+
+
+def common_bins(*tmpls: Mapping) -> np.ndarray:
+    """Bins with background and signal + background > 0 in every template set."""
+    keep = None
+    for t in tmpls:
+        ok = (t["background"][0] > 0) & (t["signal"][0] + t["background"][0] > 0)
+        keep = ok if keep is None else keep & ok
+    if keep is None or not keep.any():
+        raise EmptySelectionError("pyhf model: no bin of the signal region has background in every simulation")
+    return keep
+
+
+def model_spec(t: Mapping, keep: np.ndarray) -> dict:
+    """The pyhf JSON specification of one template set restricted to bins ``keep``."""
+    s, sv = t["signal"][0][keep], t["signal"][1][keep]
+    b, bv = t["background"][0][keep], t["background"][1][keep]
+    return {"channels": [{"name": "SR", "samples": [
+        {"name": "signal", "data": s.tolist(), "modifiers": [
+            {"name": "mu", "type": "normfactor", "data": None},
+            {"name": "staterror_SR", "type": "staterror", "data": np.sqrt(sv).tolist()}]},
+        {"name": "background", "data": b.tolist(), "modifiers": [
+            {"name": "staterror_SR", "type": "staterror", "data": np.sqrt(bv).tolist()}]},
+    ]}]}
+
+
+def _model(spec: Mapping):
+    return _pyhf().Model(spec, poi_name="mu")
+
+
+def asimov(model, mu: float = 1.0) -> np.ndarray:
+    """Expected main + auxiliary data of ``model`` at ``mu`` (other parameters nominal)."""
+    pars = np.asarray(model.config.suggested_init(), float)
+    pars[model.config.poi_index] = mu
+    return np.asarray(model.expected_data(pars), float)
+
+
+def _bounds(model, mu_bounds):
+    b = list(model.config.suggested_bounds())
+    b[model.config.poi_index] = tuple(mu_bounds)
+    return b
+
+
+def fit_mu(model, data: Sequence[float], mu_bounds: Sequence[float] = DEFAULT_MU_BOUNDS) -> dict:
+    """Best-fit mu (MINUIT, all nuisance parameters free) and its uncertainty (HESSE)."""
+    pyhf = _pyhf()
+    lo_b, hi_b = float(mu_bounds[0]), float(mu_bounds[1])
+    if not lo_b < 1.0 < hi_b:
+        raise ConfigError(f"analysis.fit.mu_bounds is {list(mu_bounds)}; expected lo < 1 < hi")
+    pars = pyhf.infer.mle.fit(np.asarray(data, float), model, par_bounds=_bounds(model, (lo_b, hi_b)),
+                              return_uncertainties=True)
+    poi = model.config.poi_index
+    mu, err = float(pars[poi][0]), float(pars[poi][1])
+    return {"mu": mu, "mu_uncertainty": err, "mu_at_bound": bool(min(mu - lo_b, hi_b - mu) < 1e-3 * (hi_b - lo_b))}
+
+
+def stat_only_significance(t: Mapping, keep: np.ndarray) -> float:
+    """Asimov significance without MC statistical uncertainties, sqrt(sum 2((s+b) ln(1+s/b) - s))."""
+    s, b = t["signal"][0][keep], t["background"][0][keep]
+    return float(np.sqrt(np.sum(2 * ((s + b) * np.log1p(s / b) - s))))
+
+
+def expected_significance(model, data=None) -> dict:
+    """Discovery p0 and Z on ``data`` (default: the model's Asimov data at mu = 1)."""
+    from scipy.stats import norm
+
+    pyhf = _pyhf()
+    data = asimov(model) if data is None else data
+    p0 = float(pyhf.infer.hypotest(0.0, data, model, test_stat="q0"))
+    return {"p0": p0, "expected_significance": float(norm.isf(p0))}
+
+
+def closure(full: Mapping, flash: Mapping, mu_bounds: Sequence[float] = DEFAULT_MU_BOUNDS) -> dict:
+    """The closure test of the two template sets (see module docstring)."""
+    keep = common_bins(full, flash)
+    models = {"full": _model(model_spec(full, keep)), "flash": _model(model_spec(flash, keep))}
+    data = {k: asimov(m) for k, m in models.items()}
+    out: dict = {"bins_used": int(keep.sum()), "bin_edges": full["edges"].tolist(), "bins_kept": keep.tolist()}
+    for k, m in models.items():
+        t = full if k == "full" else flash
+        out[k] = {**expected_significance(m, data[k]), **fit_mu(m, data[k], mu_bounds),
+                  "expected_significance_stat_only": stat_only_significance(t, keep),
+                  "signal_yield": float(t["signal"][0][keep].sum()),
+                  "background_yield": float(t["background"][0][keep].sum())}
+    n_main = {k: m.config.nmaindata for k, m in models.items()}
+    out["cross"] = {}
+    for mk, dk in (("full", "flash"), ("flash", "full")):
+        m = models[mk]
+        d = np.concatenate([data[dk][: n_main[dk]], np.asarray(m.config.auxdata, float)])
+        out["cross"][f"{mk}_model_on_{dk}_asimov"] = fit_mu(m, d, mu_bounds)
+    zf, zg = out["full"]["expected_significance"], out["flash"]["expected_significance"]
+    out["significance_relative_difference"] = (zg - zf) / zf if zf else float("nan")
+    return out
+
+
+def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Mapping[str, str],
+        fit_cfg: Mapping, out_json: str) -> dict:
+    """Load the analysis outputs, run :func:`closure` with ``analysis.fit`` (``variable``,
+    ``rebin``, ``mu_bounds``) and write ``fit.json``."""
+    from pipeline.analysis.runner import load_result
+
+    try:
+        variable, rebin, mu_bounds = fit_cfg["variable"], fit_cfg["rebin"], fit_cfg["mu_bounds"]
+    except (KeyError, TypeError) as exc:
+        raise ConfigError(f"config key 'analysis.fit.{exc.args[0] if exc.args else ''}' is missing") from None
+    tf = templates({s: load_result(p) for s, p in full_paths.items()}, roles, variable, rebin=rebin)
+    tg = templates({s: load_result(p) for s, p in flash_paths.items()}, roles, variable, rebin=rebin)
+    out = {"variable": variable, "rebin": int(rebin), **closure(tf, tg, mu_bounds)}
+    io.write_json(out_json, out)
+    log.info("expected significance full %.3f, flash %.3f; mu uncertainty full %.3f, flash %.3f",
+             out["full"]["expected_significance"], out["flash"]["expected_significance"],
+             out["full"]["mu_uncertainty"], out["flash"]["mu_uncertainty"])
+    return out
+
+
+def fit_rule(smk) -> None:
+    """The ``analysis_fit`` rule: fit.json and an MLflow run with the closure metrics."""
+    from pipeline import runner, tracking
+
+    cfg = smk.config
+    samples = list(smk.params.samples)
+    roles = {s: cfg["samples"][s]["role"] for s in samples}
+    with tracking.tracked_run(cfg["mlflow"], "analysis", "analysis_fit",
+                              **runner.provenance(smk, params={"fit": cfg["analysis"]["fit"]})) as run:
+        out = fit(dict(zip(samples, smk.input.full, strict=True)), dict(zip(samples, smk.input.flash, strict=True)),
+                  roles, cfg["analysis"]["fit"], smk.output.fit)
+        metrics = {"significance_relative_difference": out["significance_relative_difference"]}
+        for k in ("full", "flash"):
+            for m in ("expected_significance", "mu_uncertainty", "signal_yield", "background_yield"):
+                if out[k][m] is not None:
+                    metrics[f"{k}.{m}"] = out[k][m]
+        for name, c in out["cross"].items():
+            metrics[f"{name}.mu"] = c["mu"]
+            if c["mu_uncertainty"] is not None:
+                metrics[f"{name}.mu_uncertainty"] = c["mu_uncertainty"]
+        run.log_metrics(metrics)
+        run.log_artifact(smk.output.fit)
