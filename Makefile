@@ -51,3 +51,12 @@ benchmarks: install
 
 clean:
 	rm -rf results .snakemake
+
+# MLflow tracking server for cluster runs (README, SLURM section): point mlflow.tracking_uri at
+# http://<this host>:$(MLFLOW_PORT). One server process owns the SQLite store, so many jobs can log at once.
+MLFLOW_SERVER_STORE ?= results/mlflow-server.db
+MLFLOW_SERVER_HOST ?= 0.0.0.0
+.PHONY: mlflow-server
+mlflow-server: install
+	mkdir -p $(dir $(MLFLOW_SERVER_STORE))
+	$(BIN)/mlflow server --backend-store-uri sqlite:///$(abspath $(MLFLOW_SERVER_STORE)) --host $(MLFLOW_SERVER_HOST) --port $(MLFLOW_PORT)

@@ -10,7 +10,6 @@ import json
 import re
 import subprocess
 import sys
-import time
 import warnings
 from pathlib import Path
 
@@ -33,14 +32,9 @@ def _snakemake(repo: Path, workdir: Path, *args: str, check: bool = True) -> sub
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, repo):
-    workdir = tmp_path_factory.mktemp("tiny")
-    t0 = time.perf_counter()
-    _snakemake(repo, workdir, "--configfile", str(repo / "config" / "tiny.yaml"))
-    elapsed = time.perf_counter() - t0
-    from pipeline.config import load_config
-
-    return workdir, load_config(repo / "config" / "tiny.yaml"), elapsed
+def tiny_run(tiny_dag_run):
+    """The session's one local run of config/tiny.yaml (tests/conftest.py), shared with other tests."""
+    return tiny_dag_run
 
 
 def test_every_output_exists(tiny_run):
@@ -189,6 +183,7 @@ def test_external_real_cms_sample_runs_through_the_dag(tmp_path, repo, nano_dy, 
         "skim": {"muons": {"pt_min_gev": 5.0, "rel_iso_max": 10.0}, "mmumu_min_gev": 0.0},
         "training_tables": {"samples": ["vbf_hmumu", "cms_dy"]},
         "flashsim": {"validation": {"samples": ["vbf_hmumu"]}},
+        "trigger": {"samples": ["vbf_hmumu", "cms_dy"]},
     }
     path = tmp_path / "ext.yaml"
     path.write_text(yaml.safe_dump(cfg))
@@ -243,6 +238,7 @@ def test_bad_external_file_fails_clearly_through_the_dag(tmp_path, repo, kind):
         },
         "training_tables": {"samples": ["sig"]},
         "flashsim": {"validation": {"samples": ["sig"]}},
+        "trigger": {"samples": ["sig", "user"]},
     }
     path = tmp_path / "bad.yaml"
     path.write_text(yaml.safe_dump(cfg))

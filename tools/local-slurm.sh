@@ -7,8 +7,9 @@
 #   tools/local-slurm.sh stop     stop the daemons
 #   tools/local-slurm.sh status   sinfo
 #
-# Partitions: `cpu` (default) and `gpu`, both on this node. The node has no GPU (no GRES), so the
-# `gpu` partition accepts jobs whose GPU request the workflow stripped (see workflow/rules/common.smk).
+# Partitions: `cpu` (default) and `gpu`, both on this node. The node has no GPU (no GRES: `sinfo -o %G`
+# says "(null)"), so profiles/slurm's GPU requests are stripped to 0 by src/pipeline/cluster.py and the
+# training jobs run on the `gpu` partition's CPUs. tests/test_slurm.py calls `start` itself.
 set -euo pipefail
 
 CONF_DIR=/etc/slurm
@@ -25,13 +26,18 @@ install() {
 write_conf() {
     local cpus mem
     cpus=$(nproc)
+    # The node offers at least 16 GB, whatever the machine has (config_overrides below): the
+    # profile's memory requests (up to 8 GB for training) must be schedulable on a small CI
+    # machine, while the tiny jobs really use well under 1 GB each.
     mem=$(( $(awk '/MemTotal/ {print int($2/1024)}' /proc/meminfo) - 2048 ))
+    [ "$mem" -ge 16384 ] || mem=16384
     mkdir -p "$CONF_DIR" "$STATE/ctld" "$STATE/d" /var/log/slurm /run/slurm
-    cat > "$CONF_DIR/slurm.conf" <<CONF
+    cat > "$CONF_DIR/slurm.conf.new" <<CONF
 ClusterName=localcluster
 SlurmctldHost=$HOST
 SlurmUser=root
 SlurmdUser=root
+SlurmdParameters=config_overrides
 AuthType=auth/munge
 StateSaveLocation=$STATE/ctld
 SlurmdSpoolDir=$STATE/d
@@ -56,6 +62,12 @@ NodeName=$HOST CPUs=$cpus RealMemory=$mem State=UNKNOWN
 PartitionName=cpu Nodes=$HOST Default=YES MaxTime=INFINITE State=UP
 PartitionName=gpu Nodes=$HOST Default=NO MaxTime=INFINITE State=UP
 CONF
+    if ! cmp -s "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf" 2>/dev/null; then
+        mv "$CONF_DIR/slurm.conf.new" "$CONF_DIR/slurm.conf"
+        CONF_CHANGED=1
+    else
+        rm -f "$CONF_DIR/slurm.conf.new"
+    fi
     # SLURM 22.05's slurmd always loads a cgroup plugin; the v1 hierarchies are mounted here.
     printf 'CgroupPlugin=cgroup/v1\nCgroupAutomount=yes\nConstrainCores=no\nConstrainRAMSpace=no\n' > "$CONF_DIR/cgroup.conf"
 }
@@ -72,7 +84,12 @@ start_munge() {
 
 start() {
     install
+    CONF_CHANGED=0
     write_conf
+    if [ "$CONF_CHANGED" = 1 ] && pgrep -x slurmctld >/dev/null; then
+        stop  # daemons from an older slurm.conf: restart them with the new one
+        sleep 2
+    fi
     start_munge
     pgrep -x slurmctld >/dev/null || slurmctld -c
     pgrep -x slurmd >/dev/null || slurmd -c

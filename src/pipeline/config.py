@@ -103,6 +103,9 @@ def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
         elif not is_builtin(cfg["samples"][name]):
             msgs.append(f"flashsim.validation.samples: '{name}' is external; validation needs the "
                         "full simulation's reco collections of a built-in sample")
+    for name in cfg.get("trigger", {}).get("samples", []):
+        if name not in cfg["samples"]:
+            msgs.append(f"trigger.samples: '{name}' is not a key of samples")
     sk = cfg["skim"]
     if sk["mmumu_min_gev"] >= sk["mmumu_max_gev"]:
         msgs.append("skim.mmumu_min_gev: must be below skim.mmumu_max_gev")

@@ -1,0 +1,147 @@
+"""Reliability: the whole DAG is deterministic, and jobs killed with SIGKILL mid-way leave no final
+output and rerun to exactly the outputs of an uninterrupted run.
+
+Determinism: config/tiny.yaml run twice (the session's run in tests/conftest.py and a second one
+here, each in its own working directory) gives the same content in every file under results/,
+compared by file type with tests/dag_runs.py. Not compared, by design: results/logs and
+results/benchmarks (timings), the MLflow store and artifacts (run ids, start times), and the JSON
+keys in dag_runs.VOLATILE_JSON_KEYS / VOLATILE_JSON_KEY_PATTERN (durations, run ids).
+
+Bit-identical (measured on two tiny runs): parquet, HDF5, PNG, XML and JSON (apart from the
+durations). Equal in content but not in bytes, so compared decoded (exceptions, with the reason):
+- ROOT: uproot stamps the write time and a random UUID into the header and keys;
+- .pt (torch.save): the zip archive's root folder is named after the temporary file that
+  pipeline.io.atomic_output writes to (a random name), e.g. `.jets.pt.1xdqqp5l/data.pkl`;
+- .ckpt (Lightning checkpoints): the same, plus the absolute path of the checkpoint directory,
+  which contains the run's working directory.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+from subprocess import PIPE, Popen
+
+import pytest
+
+from dag_runs import REPO, assert_same_results, compare_file, result_files, run_snakemake
+
+pytestmark = pytest.mark.slow
+
+TINY = str(REPO / "config" / "tiny.yaml")
+
+
+@pytest.fixture(scope="module")
+def second_run(tmp_path_factory):
+    workdir = tmp_path_factory.mktemp("tiny_again")
+    t0 = time.perf_counter()
+    run_snakemake(workdir, "--configfile", TINY)
+    return workdir, time.perf_counter() - t0
+
+
+def test_whole_tiny_dag_is_deterministic(tiny_dag_run, second_run):
+    first, second = tiny_dag_run[0] / "results", second_run[0] / "results"
+    files = result_files(first)
+    kinds = {Path(f).suffix for f in files}
+    # the comparison covered the kinds of output the DAG makes
+    assert {".root", ".parquet", ".h5", ".json", ".png", ".pt"} <= kinds, kinds
+    assert_same_results(first, second, "two runs of config/tiny.yaml with the same seed")
+
+
+# ------------------------------------------------------------------------------------------------
+# kill -9 mid-way, then rerun
+# ------------------------------------------------------------------------------------------------
+def _job_processes(workdir: Path, script: str) -> list[int]:
+    """PIDs of the Python processes running workflow/scripts/<script> for ``workdir``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.decode(errors="replace").startswith(f"{workdir}/.snakemake/scripts/")
+               and arg.decode(errors="replace").endswith(f".{script}") for arg in cmd):
+            pids.append(int(entry.name))
+    return pids
+
+
+def _start(workdir: Path, target: str) -> Popen:
+    import sys
+
+    cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--profile", str(REPO / "profiles" / "laptop"), "--cores", "2", target, "--configfile", TINY]
+    return Popen(cmd, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True)
+
+
+def _wait_for(condition, what: str, proc: Popen, timeout: float = 600) -> None:
+    t0 = time.time()
+    while not condition():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"snakemake ended ({proc.returncode}) before {what}:\n{out[-2000:]}\n{err[-4000:]}")
+        if time.time() - t0 > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.2)
+
+
+def test_killed_sample_production_job_reruns_to_the_same_chunk(tmp_path, tiny_dag_run):
+    """kill -9 of generate_sample mid-generation: Snakemake fails the job, no chunk file exists,
+    and the rerun writes a chunk equal to the uninterrupted run's (the session's tiny run)."""
+    target = "results/samples/dy_mumu/chunk0.root"
+    log = tmp_path / "results" / "logs" / "generate_sample" / "dy_mumu_chunk0.log"
+    proc = _start(tmp_path, target)
+    # mid-way: the job has logged the start of generation and is still running
+    _wait_for(lambda: log.exists() and "events of" in log.read_text() and _job_processes(tmp_path, "generate_sample.py"),
+              "generate_sample started generating", proc)
+    assert not (tmp_path / target).exists()
+    for pid in _job_processes(tmp_path, "generate_sample.py"):
+        os.kill(pid, signal.SIGKILL)
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0, "snakemake must report the killed job"
+    assert not (tmp_path / target).exists(), "a killed job left its final output"
+    assert not list((tmp_path / "results" / "samples").rglob("*.root"))
+
+    run_snakemake(tmp_path, target, "--rerun-incomplete", "--configfile", TINY)
+    assert compare_file(tmp_path / target, tiny_dag_run[0] / target) is None
+    assert not list((tmp_path / "results").rglob("*.tmp")), "temporary files left behind"
+
+
+def test_killed_training_run_reruns_to_the_same_model(tmp_path, tiny_dag_run):
+    """kill -9 of the whole Snakemake session (the node is lost) while train_calo_gan is between
+    epochs: no model or metrics file exists, Snakemake marks the job incomplete, and after
+    `--unlock` the rerun with --rerun-incomplete gives the uninterrupted run's model, metrics and
+    checkpoints."""
+    outputs = ["results/calo/gan/model.pt", "results/calo/gan/training.json"]
+    ckpts = tmp_path / "results" / "calo" / "gan" / "checkpoints"
+    proc = _start(tmp_path, outputs[0])
+    # mid-way: the first epoch's checkpoint is written, the training goes on
+    _wait_for(lambda: ckpts.is_dir() and any(ckpts.glob("gan-epoch=000*.ckpt"))
+              and _job_processes(tmp_path, "train_calo_gan.py"), "the first checkpoint", proc)
+    jobs = _job_processes(tmp_path, "train_calo_gan.py")
+    os.killpg(proc.pid, signal.SIGKILL)  # Snakemake itself
+    for pid in jobs:
+        os.kill(pid, signal.SIGKILL)
+    proc.communicate(timeout=60)
+    for out in outputs:
+        assert not (tmp_path / out).exists(), f"the killed training job left {out}"
+
+    # the only thing on disk is the checkpoint folder the job was filling: Snakemake flags it and,
+    # without --rerun-incomplete (no profile), refuses to go on
+    dry = run_snakemake(tmp_path, outputs[0], "-n", "--configfile", TINY, profile=None, cores=1, check=False)
+    dry_out = dry.stdout + dry.stderr
+    assert dry.returncode != 0 and "IncompleteFilesException" in dry_out, dry_out[-3000:]
+    assert "results/calo/gan/checkpoints" in dry_out.split("Incomplete files:")[-1]
+    # the killed Snakemake left its lock on the working directory: release it, then rerun
+    run_snakemake(tmp_path, "--unlock", "--configfile", TINY)
+    run_snakemake(tmp_path, outputs[0], "--rerun-incomplete", "--configfile", TINY)
+    for out in outputs:
+        assert compare_file(tmp_path / out, tiny_dag_run[0] / out) is None, out
+    ref = tiny_dag_run[0] / "results" / "calo" / "gan" / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in ref.iterdir())
+    for p in ref.iterdir():
+        assert compare_file(ckpts / p.name, p) is None, p.name
+    assert not list((tmp_path / "results").rglob("*.tmp")), "temporary files left behind"
