@@ -13,6 +13,7 @@ REPORT_METRICS = {
     "yields": "results/analysis/yields.json",
     "fit": "results/analysis/fit.json",
     "comparison": "results/analysis/comparison.json",
+    **{f"trigger_firmware_{m}": f"results/firmware/{m}/metrics.json" for m in config["trigger"]["models"]},
 }
 
 

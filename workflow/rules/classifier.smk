@@ -54,9 +54,11 @@ rule evaluate_classifier:
     output:
         metrics="results/classifier/metrics.json",
         scores=expand("results/classifier/lambda_{lam}/scores.parquet", lam=CLASSIFIER_LAMBDAS),
-        roc=report("results/plots/classifier/roc.png", category="classifier"),
-        plane=report("results/plots/classifier/r50_vs_invjsd.png", category="classifier"),
-        sculpting=expand("results/plots/classifier/mmumu_sculpting_lambda_{lam}.png", lam=CLASSIFIER_LAMBDAS),
+        roc=report("results/plots/classifier/roc.png", caption="../report/classifier_plots.rst", category="4 Classifier"),
+        plane=report("results/plots/classifier/r50_vs_invjsd.png", caption="../report/classifier_plots.rst",
+                     category="4 Classifier"),
+        sculpting=report(expand("results/plots/classifier/mmumu_sculpting_lambda_{lam}.png", lam=CLASSIFIER_LAMBDAS),
+                         caption="../report/classifier_plots.rst", category="4 Classifier"),
     params:
         skims=CLASSIFIER_SKIMS,
         tags=list(CLASSIFIER_LAMBDAS),

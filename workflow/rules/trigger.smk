@@ -67,7 +67,7 @@ rule firmware:
     output:
         metrics=f"{FIRMWARE_DIR}/metrics.json",
         scan=f"{FIRMWARE_DIR}/scan.json",
-        plot=f"{FIRMWARE_DIR}/precision_scan.png",
+        plot=report(f"{FIRMWARE_DIR}/precision_scan.png", caption="../report/trigger_plots.rst", category="5 Trigger"),
         verilog=f"{FIRMWARE_DIR}/rtl/trigger_nn.v",
         project=directory(f"{FIRMWARE_DIR}/hls4ml_prj"),
     log:
