@@ -25,6 +25,7 @@ install: $(VENV)/.installed
 
 demo: install
 	$(BIN)/snakemake --profile profiles/laptop --configfile $(CONFIG) --cores $(CORES)
+	$(BIN)/snakemake --profile profiles/laptop --configfile $(CONFIG) --cores $(CORES) --report results/report.html
 
 test: install
 	$(BIN)/python -m pytest tests
