@@ -336,3 +336,38 @@ def test_missing_gen_branch_is_one_clear_error(trained, tmp_path):
         flash_generate("toy", [bad], [str(out)], trained["models"], trained["cfg"], progress=False)
     assert "bad.root" in str(exc.value) and str(exc.value).count("GenJet_hadronFlavour") == 1
     assert not out.exists()
+
+
+def test_oversampling_repeats_rows_of_rare_conditions_and_rejects_bad_columns():
+    """flashsim.<obj>.oversample repeats training rows by condition (p(x | c) unchanged), only
+    for boolean condition columns, and the loaders use each validation row once."""
+    import pandas as pd
+    import torch
+
+    from pipeline.errors import ConfigError
+    from pipeline.flashsim.train import _loaders, _oversampling
+
+    table = pd.DataFrame({"gen_fromHadron": [False, True, False, True], "gen_isPrompt": [True, False, True, False],
+                          "gen_pt": [10.0, 20.0, 30.0, 40.0]})
+    assert _oversampling("muons", table, {}) is None
+    reps = _oversampling("muons", table, {"gen_fromHadron": 5})
+    assert reps.tolist() == [1, 5, 1, 5]
+    with pytest.raises(ConfigError, match="gen_pt.*not a boolean"):
+        _oversampling("muons", table, {"gen_pt": 2})
+    with pytest.raises(ConfigError, match="'reco_pt' is not a condition column"):
+        _oversampling("muons", table, {"reco_pt": 2})
+    # 100 rows, every 10th one rare: its rows appear 5x in the training epoch, none in validation twice
+    n = 100
+    rare = np.arange(n) % 10 == 0
+    repeats = np.where(rare, 5, 1)
+    ids = torch.arange(n)
+    train, valid = _loaders((ids,), 16, 0.2, np.random.default_rng(1), repeats)
+    seen = torch.cat([b[0] for b in train]).numpy()
+    val_ids = torch.cat([b[0] for b in valid]).numpy()
+    assert len(np.unique(val_ids)) == len(val_ids) == 20
+    counts = np.bincount(seen, minlength=n)
+    train_rows = np.setdiff1d(np.arange(n), val_ids)
+    assert np.all(counts[val_ids] == 0)
+    # drop_last may cut a few rows from the end of the shuffled epoch: compare with tolerance 1 batch
+    assert abs(counts[train_rows].sum() - repeats[train_rows].sum()) < 16
+    assert counts[train_rows][rare[train_rows]].mean() > 4 * counts[train_rows][~rare[train_rows]].mean()

@@ -73,18 +73,42 @@ def _trainer(epochs: int, tracked, progress: bool, root: str | None):
     )
 
 
-def _loaders(tensors: tuple[torch.Tensor, ...], batch_size: int, val_fraction: float, gen: np.random.Generator):
+def _loaders(tensors: tuple[torch.Tensor, ...], batch_size: int, val_fraction: float, gen: np.random.Generator,
+             repeats: np.ndarray | None = None):
+    """Seeded train/validation loaders. ``repeats`` (per row): how many times a training row is
+    used per epoch (:func:`_oversampling`); the validation rows are used once."""
     from torch.utils.data import DataLoader, TensorDataset
 
     n = len(tensors[0])
     perm = gen.permutation(n)
     n_val = max(1, int(round(val_fraction * n))) if n > 10 else 0
     val, tr = perm[:n_val], perm[n_val:]
+    if repeats is not None:
+        tr = np.repeat(tr, repeats[tr])
     tg = torch.Generator().manual_seed(int(gen.integers(2**31)))
     train = DataLoader(TensorDataset(*(t[tr] for t in tensors)), batch_size=batch_size, shuffle=True, generator=tg,
                        drop_last=len(tr) > batch_size)
     valid = DataLoader(TensorDataset(*(t[val] for t in tensors)), batch_size=4 * batch_size) if n_val else None
     return train, valid
+
+
+def _oversampling(obj: str, table: pd.DataFrame, factors: Mapping[str, int]) -> np.ndarray | None:
+    """Per row, how often it is trained on: the product of ``factors[column]`` over the boolean
+    condition columns that are true for it (``flashsim.<obj>.oversample``). Reweighting in
+    condition space leaves the learnt p(x | c) unchanged and gives rare conditions (e.g. muons
+    from hadron decays, 5 % of the rows but the whole isolation tail) more of the flow's capacity."""
+    if not factors:
+        return None
+    reps = np.ones(len(table), dtype=np.int64)
+    for column, factor in factors.items():
+        if column not in pp.CONDITION_COLUMNS[obj]:
+            raise ConfigError(f"flashsim.{obj}.oversample: '{column}' is not a condition column of {obj} "
+                              f"(one of {list(pp.CONDITION_COLUMNS[obj])})")
+        values = table[column].to_numpy()
+        if values.dtype != bool:
+            raise ConfigError(f"flashsim.{obj}.oversample: '{column}' is not a boolean column (dtype {values.dtype})")
+        reps[values] *= int(factor)
+    return reps
 
 
 def _event_ids(sample_files: Mapping[str, list[str]]) -> pd.DataFrame:
@@ -134,12 +158,14 @@ def train_object(
         raise EmptySelectionError(f"train_flow {obj}: no training rows outside the held-out split")
     reco = table["is_reconstructed"].to_numpy().astype(bool)
     c = pp.encode_conditions(obj, table)
+    repeats = _oversampling(obj, table, ocfg.get("oversample") or {})
     x = np.zeros((len(table), len(pp.TARGETS[obj])), dtype=np.float32)
     x[reco] = pp.encode_targets(obj, table[reco], gen)
     if not np.isfinite(x).all() or not np.isfinite(c).all():
         bad = ~np.isfinite(x).all(1) | ~np.isfinite(c).all(1)
         log.warning("train_flow %s: dropping %d rows with non-finite encoded values", obj, int(bad.sum()))
         x, c, reco = x[~bad], c[~bad], reco[~bad]
+        repeats = None if repeats is None else repeats[~bad]
 
     module = ObjectModule(len(pp.TARGETS[obj]), len(pp.CONDITIONS[obj]), flow=dict(ocfg["flow"]),
                           efficiency_hidden=list(ocfg["efficiency_hidden"]), lr=float(ocfg["lr"]))
@@ -149,7 +175,7 @@ def train_object(
     module.flow.x_std.fit(x[reco])
     module.flow.c_std.fit(c)
     tensors = (torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(reco))
-    train_dl, val_dl = _loaders(tensors, int(ocfg["batch_size"]), float(fcfg["val_fraction"]), gen)
+    train_dl, val_dl = _loaders(tensors, int(ocfg["batch_size"]), float(fcfg["val_fraction"]), gen, repeats)
     trainer = _trainer(ocfg["epochs"], tracked, progress, work_dir)
     trainer.fit(module, train_dl, val_dl)
     metrics = {f"{k}": float(v) for k, v in trainer.callback_metrics.items()}
