@@ -148,16 +148,21 @@ rule report_plots:
         ),
         calo=report(
             directory("results/report/plots/calo"),
-            patterns=["validation/{name}.png"],
+            patterns=["{particle}/{name}.png"],
             caption="../report/calo_plots.rst",
             category="3 Calorimeter validation",
-            labels={"plot": "{name}"},
+            subcategory="{particle}",
+            labels={"sample": "{particle}", "plot": "{name}"},
         ),
     params:
         samples={s: f"results/plots/samples/{s}" for s in SAMPLES},
         flashsim={"validation": "results/validation/flashsim"},
         # the calorimeter validation draws plots only with calo.validation.plots
-        calo={"validation": "results/validation/calo/plots"} if config["calo"]["validation"]["plots"] else {},
+        calo=(
+            {p: f"results/validation/calo/plots/{p}" for p in config["calo"]["samples"]}
+            if config["calo"]["validation"]["plots"]
+            else {}
+        ),
     log:
         "results/logs/report_plots.log",
     threads: 1
