@@ -103,7 +103,7 @@ def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
         elif not is_builtin(cfg["samples"][name]):
             msgs.append(f"flashsim.validation.samples: '{name}' is external; validation needs the "
                         "full simulation's reco collections of a built-in sample")
-    for name in cfg.get("trigger", {}).get("samples", []):
+    for name in cfg.get("trigger", {}).get("samples") or []:
         if name not in cfg["samples"]:
             msgs.append(f"trigger.samples: '{name}' is not a key of samples")
     sk = cfg["skim"]

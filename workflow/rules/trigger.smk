@@ -2,6 +2,8 @@
 # vendor synthesis where the tools exist.
 TRIGGER = config["trigger"]
 TRIGGER_MODELS = list(TRIGGER["models"])
+# null: every sample with role signal or background (like the classifier)
+TRIGGER_SAMPLES = TRIGGER["samples"] or [s for s, c in config["samples"].items() if c["role"] in ("signal", "background")]
 TRIGGER_INPUTS = "results/trigger/inputs.parquet"
 TRIGGER_MODEL = "results/models/trigger/{model}.pt"
 FIRMWARE_DIR = "results/firmware/{model}"
@@ -14,12 +16,12 @@ wildcard_constraints:
 rule trigger_inputs:
     """L1-like features (leading muons and jets at trigger granularity, MET), weights, test split."""
     input:
-        samples=[f for s in TRIGGER["samples"] for f in sample_files(s)],
-        cutflows=[f"results/skims/{s}.cutflow.json" for s in TRIGGER["samples"]],
+        samples=[f for s in TRIGGER_SAMPLES for f in sample_files(s)],
+        cutflows=[f"results/skims/{s}.cutflow.json" for s in TRIGGER_SAMPLES],
     output:
         TRIGGER_INPUTS,
     params:
-        files={s: sample_files(s) for s in TRIGGER["samples"]},
+        files={s: sample_files(s) for s in TRIGGER_SAMPLES},
     log:
         "results/logs/trigger_inputs.log",
     benchmark:
