@@ -44,11 +44,15 @@ REPO = Path(__file__).resolve().parents[1]
 
 # results/<dir> trees that hold run-specific data by design
 EXCLUDED_DIRS = ("logs", "benchmarks", "mlflow", "mlflow-artifacts")
-EXCLUDED_FILES = ("mlflow.db", "mlflow.db-journal", "report.html")
+EXCLUDED_FILES = ("mlflow.db", "mlflow.db-journal", "report.html",
+                  # hls4ml writes a random library stamp (uuid) into these two project files, the
+                  # temporary directory the project was written in, and the PyTorch model pickled
+                  # with memory-address storage ids; the firmware sources beside them are compared
+                  "hls4ml_config.yml", "build_lib.sh")
 # JSON keys whose values are run-specific by nature: wall-clock durations (the project names them
 # in seconds: `*_s`, `*_seconds`, `*_s_per_event`, e.g. train_seconds, train_time_main_s,
 # generation_s_per_event) and MLflow run ids. Every other key must agree exactly.
-VOLATILE_JSON_KEYS = frozenset({"run_id", "mlflow_run_id"})
+VOLATILE_JSON_KEYS = frozenset({"run_id", "mlflow_run_id", "seconds"})
 VOLATILE_JSON_KEY_PATTERN = re.compile(r".*(_s|_seconds|_s_per_event)$")
 # Absolute paths of the working directory are replaced by this before comparing strings (Lightning
 # checkpoints record their own path; each run has its own working directory).
@@ -141,12 +145,30 @@ def _compare_decoded(a: Path, b: Path) -> str | None:
     if suffix in (".pt", ".ckpt"):
         import torch
 
-        oa, ob = (torch.load(p, map_location="cpu", weights_only=False) for p in (a, b))
+        oa, ob = (_load_torch(p) for p in (a, b))
         return _compare_obj(oa, ob, "")
     if suffix in (".pkl", ".pickle", ".coffea"):
-        oa, ob = (_unpickle(p) for p in (a, b))
+        oa, ob = (_strip_volatile(_unpickle(p)) for p in (a, b))  # coffea outputs carry their wall time
         return _compare_obj(oa, ob, "")
     return f"bytes differ ({a.stat().st_size} vs {b.stat().st_size} bytes)"
+
+
+def _load_torch(path: Path):
+    """A torch.save file, or a TorchScript archive as {code, state_dict} (ScriptModules do not
+    compare by value)."""
+    import torch
+
+    with open(path, "rb") as f:
+        is_zip = f.read(2) == b"PK"
+    if is_zip:
+        import zipfile
+
+        with zipfile.ZipFile(path) as z:
+            scripted = any(n.endswith("/constants.pkl") for n in z.namelist())
+        if scripted:
+            module = torch.jit.load(str(path), map_location="cpu")
+            return {"code": module.code, "state_dict": dict(module.state_dict())}
+    return torch.load(path, map_location="cpu", weights_only=False)
 
 
 def _unpickle(path: Path):
