@@ -13,7 +13,12 @@ durations). Equal in content but not in bytes, so compared decoded (exceptions, 
 - .pt (torch.save): the zip archive's root folder is named after the temporary file that
   pipeline.io.atomic_output writes to (a random name), e.g. `.jets.pt.1xdqqp5l/data.pkl`;
 - .ckpt (Lightning checkpoints): the same, plus the absolute path of the checkpoint directory,
-  which contains the run's working directory.
+  which contains the run's working directory;
+- TorchScript archives (the classifier scorers): compared by code and weights;
+- .coffea (analysis outputs): compared by content without their `wall_s`.
+Not compared: hls4ml's `hls4ml_config.yml` and `build_lib.sh` (a random library stamp, the
+temporary directory the project was written in, the model pickled with memory addresses); the
+generated firmware sources next to them are compared byte for byte.
 """
 
 from __future__ import annotations
