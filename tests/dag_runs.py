@@ -49,6 +49,8 @@ EXCLUDED_FILES = ("mlflow.db", "mlflow.db-journal", "report.html",
                   # temporary directory the project was written in, and the PyTorch model pickled
                   # with memory-address storage ids; the firmware sources beside them are compared
                   "hls4ml_config.yml", "build_lib.sh")
+# HTML renderings of metrics JSONs for the report (they show durations); the JSONs are compared
+EXCLUDED_HTML_TABLES = "report/tables"
 # JSON keys whose values are run-specific by nature: wall-clock durations (the project names them
 # in seconds: `*_s`, `*_seconds`, `*_s_per_event`, e.g. train_seconds, train_time_main_s,
 # generation_s_per_event) and MLflow run ids. Every other key must agree exactly.
@@ -81,7 +83,7 @@ def result_files(results: Path) -> dict[str, Path]:
         if not path.is_file():
             continue
         rel = path.relative_to(results)
-        if rel.parts[0] in EXCLUDED_DIRS or rel.name in EXCLUDED_FILES:
+        if rel.parts[0] in EXCLUDED_DIRS or rel.name in EXCLUDED_FILES or str(rel.parent) == EXCLUDED_HTML_TABLES:
             continue
         out[rel.as_posix()] = path
     return out

@@ -163,7 +163,7 @@ def test_same_seed_same_samples(tiny_run, tmp_path, repo):
 
 def test_tiny_dag_is_fast(tiny_run):
     _, _, elapsed = tiny_run
-    assert elapsed < 300, f"tiny DAG took {elapsed:.0f} s (budget 300 s)"
+    assert elapsed < 600, f"tiny DAG took {elapsed:.0f} s (budget 600 s: 45 jobs incl. hls4ml compile and Yosys)"
 
 
 def test_rerun_is_a_no_op(tiny_run, repo):
