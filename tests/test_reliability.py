@@ -74,11 +74,11 @@ def _job_processes(workdir: Path, script: str) -> list[int]:
     return pids
 
 
-def _start(workdir: Path, target: str) -> Popen:
+def _start(workdir: Path, target: str, configfile: str = TINY) -> Popen:
     import sys
 
     cmd = [sys.executable, "-m", "snakemake", "-s", str(REPO / "Snakefile"), "--directory", str(workdir),
-           "--profile", str(REPO / "profiles" / "laptop"), "--cores", "2", target, "--configfile", TINY]
+           "--profile", str(REPO / "profiles" / "laptop"), "--cores", "2", target, "--configfile", configfile]
     return Popen(cmd, stdout=PIPE, stderr=PIPE, text=True, start_new_session=True)
 
 
@@ -115,37 +115,58 @@ def test_killed_sample_production_job_reruns_to_the_same_chunk(tmp_path, tiny_da
     assert not list((tmp_path / "results").rglob("*.tmp")), "temporary files left behind"
 
 
-def test_killed_training_run_reruns_to_the_same_model(tmp_path, tiny_dag_run):
+# The tiny config trains the GAN for 2 epochs of ~0.1 s each: far too short a window to kill it
+# "between epochs" reliably. The kill test trains longer (same data, same everything else) and
+# compares with an uninterrupted run of that same config.
+LONG_GAN_EPOCHS, LONG_GAN_CKPT_EVERY = 100, 10
+
+
+@pytest.fixture(scope="module")
+def long_gan_config(tmp_path_factory) -> str:
+    path = tmp_path_factory.mktemp("long_gan_config") / "tiny_long_gan.yaml"
+    path.write_text(f"base: {TINY}\ncalo:\n  gan:\n    epochs: {LONG_GAN_EPOCHS}\n"
+                    f"    checkpoint_every_n_epochs: {LONG_GAN_CKPT_EVERY}\n")
+    return str(path)
+
+
+def test_killed_training_run_reruns_to_the_same_model(tmp_path, tmp_path_factory, long_gan_config):
     """kill -9 of the whole Snakemake session (the node is lost) while train_calo_gan is between
     epochs: no model or metrics file exists, Snakemake marks the job incomplete, and after
     `--unlock` the rerun with --rerun-incomplete gives the uninterrupted run's model, metrics and
     checkpoints."""
     outputs = ["results/calo/gan/model.pt", "results/calo/gan/training.json"]
+    reference = tmp_path_factory.mktemp("long_gan_uninterrupted")
+    run_snakemake(reference, outputs[0], "--configfile", long_gan_config)
+
     ckpts = tmp_path / "results" / "calo" / "gan" / "checkpoints"
-    proc = _start(tmp_path, outputs[0])
-    # mid-way: the first epoch's checkpoint is written, the training goes on
-    _wait_for(lambda: ckpts.is_dir() and any(ckpts.glob("gan-epoch=000*.ckpt"))
+    first_ckpt = f"gan-epoch={LONG_GAN_CKPT_EVERY - 1:03d}*.ckpt"
+    proc = _start(tmp_path, outputs[0], long_gan_config)
+    # mid-way: the first checkpoint is written, LONG_GAN_EPOCHS - LONG_GAN_CKPT_EVERY epochs to go
+    _wait_for(lambda: ckpts.is_dir() and any(ckpts.glob(first_ckpt))
               and _job_processes(tmp_path, "train_calo_gan.py"), "the first checkpoint", proc)
     jobs = _job_processes(tmp_path, "train_calo_gan.py")
     os.killpg(proc.pid, signal.SIGKILL)  # Snakemake itself
     for pid in jobs:
         os.kill(pid, signal.SIGKILL)
     proc.communicate(timeout=60)
+    assert len(list(ckpts.glob("gan-epoch=*.ckpt"))) < LONG_GAN_EPOCHS // LONG_GAN_CKPT_EVERY, \
+        "the training had finished before the kill: the test did not interrupt it"
     for out in outputs:
         assert not (tmp_path / out).exists(), f"the killed training job left {out}"
 
     # the only thing on disk is the checkpoint folder the job was filling: Snakemake flags it and,
     # without --rerun-incomplete (no profile), refuses to go on
-    dry = run_snakemake(tmp_path, outputs[0], "-n", "--configfile", TINY, profile=None, cores=1, check=False)
+    dry = run_snakemake(tmp_path, outputs[0], "-n", "--configfile", long_gan_config, profile=None, cores=1,
+                        check=False)
     dry_out = dry.stdout + dry.stderr
     assert dry.returncode != 0 and "IncompleteFilesException" in dry_out, dry_out[-3000:]
     assert "results/calo/gan/checkpoints" in dry_out.split("Incomplete files:")[-1]
     # the killed Snakemake left its lock on the working directory: release it, then rerun
-    run_snakemake(tmp_path, "--unlock", "--configfile", TINY)
-    run_snakemake(tmp_path, outputs[0], "--rerun-incomplete", "--configfile", TINY)
+    run_snakemake(tmp_path, "--unlock", "--configfile", long_gan_config)
+    run_snakemake(tmp_path, outputs[0], "--rerun-incomplete", "--configfile", long_gan_config)
     for out in outputs:
-        assert compare_file(tmp_path / out, tiny_dag_run[0] / out) is None, out
-    ref = tiny_dag_run[0] / "results" / "calo" / "gan" / "checkpoints"
+        assert compare_file(tmp_path / out, reference / out) is None, out
+    ref = reference / "results" / "calo" / "gan" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in ref.iterdir())
     for p in ref.iterdir():
         assert compare_file(ckpts / p.name, p) is None, p.name
