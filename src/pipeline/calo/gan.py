@@ -159,22 +159,48 @@ def conditional_marginal_mmd2(cond_real: torch.Tensor, f_real: torch.Tensor, con
 
 
 class CaloGAN(L.LightningModule):
-    """WGAN-GP training (manual optimisation: ``n_critic`` critic steps per generator step)."""
+    """WGAN-GP training (manual optimisation: ``n_critic`` critic steps per generator step).
+
+    ``hparams["generator"]`` chooses the generator: ``mlp`` (:class:`Generator`, trained by the
+    critic and the MMD terms alone) or ``flow`` (:class:`~pipeline.calo.flow.ShowerFlow`, a
+    Flow-GAN in the sense of Grover et al., arXiv:1705.08868: the generator's loss is its negative
+    log-likelihood plus ``adversarial_weight`` times the critic's adversarial loss, so the
+    likelihood gives the coverage and the critic sharpens what it sees; with weight 0 the critic
+    is not trained and the flow is a maximum-likelihood model).
+    """
 
     def __init__(self, geometry_layers: Sequence[int], stats: dict, hparams: dict, geometry: Geometry):
         super().__init__()
         self.save_hyperparameters(ignore=["geometry"])
         self.automatic_optimization = False
         hp = hparams
+        self.kind = hp["generator"]
         self.cond = Conditioner(stats["log_e_mean"], stats["log_e_std"], stats["n_particles"])
-        self.generator = Generator(geometry_layers, self.cond.dim, hp["latent_dim"], hp["hidden"],
-                                   stats["log_ratio_mean"], stats["log_ratio_std"], stats["threshold_mev"],
-                                   gates=hp["voxel_gates"])
+        if self.kind == "flow":
+            from pipeline.calo.flow import ShowerFlow
+
+            fcfg = hp["flow"]
+            self.generator = ShowerFlow(geometry_layers, self.cond.dim, stats["threshold_mev"], fcfg["energy"],
+                                        fcfg["voxels"], fcfg["dequantisation_decades"])
+        else:
+            self.generator = Generator(geometry_layers, self.cond.dim, hp["latent_dim"], hp["hidden"],
+                                       stats["log_ratio_mean"], stats["log_ratio_std"], stats["threshold_mev"],
+                                       gates=hp["voxel_gates"])
         self.features = TorchFeatures(geometry)
         n_vox = sum(geometry_layers)
         self.register_buffer("vox_stats", torch.tensor(np.stack([stats["vox_mean"], stats["vox_std"]]), dtype=torch.float32))
         self.register_buffer("feat_stats", torch.tensor(np.stack([stats["feat_mean"], stats["feat_std"]]), dtype=torch.float32))
         self.critic = mlp([n_vox + self.features.n_features + self.cond.dim, *hp["critic_hidden"]], 1)
+
+    @property
+    def adversarial_weight(self) -> float:
+        return 1.0 if self.kind == "mlp" else float(self.hparams.hparams["adversarial_weight"])
+
+    def fake(self, cond: torch.Tensor, incident: torch.Tensor) -> torch.Tensor:
+        if self.kind == "flow":
+            return self.generator(cond, incident)
+        z = torch.randn(len(cond), self.generator.latent_dim, device=self.device)
+        return self.generator(z, cond, incident)
 
     # representation seen by the critic
     def represent(self, showers: torch.Tensor, incident: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
@@ -195,29 +221,39 @@ class CaloGAN(L.LightningModule):
         opt_g, opt_c = self.optimizers()
         hp = self.hparams.hparams
         cond = self.cond(incident, particle)
-        z = torch.randn(len(real), self.generator.latent_dim, device=self.device)
-        with torch.no_grad():
-            fake = self.generator(z, cond, incident)
-        x_real = self.represent(real, incident, cond)
-        x_fake = self.represent(fake, incident, cond)
-        c_real, c_fake = self.critic(x_real), self.critic(x_fake)
-        eps = torch.rand(len(real), 1, device=self.device)
-        x_mix = (eps * x_real + (1 - eps) * x_fake).requires_grad_(True)
-        grad = torch.autograd.grad(self.critic(x_mix).sum(), x_mix, create_graph=True)[0]
-        gp = ((grad.norm(dim=1) - 1) ** 2).mean()
-        wdist = c_real.mean() - c_fake.mean()
-        loss_c = -wdist + hp["gp_lambda"] * gp + 1e-3 * (c_real**2).mean()
-        opt_c.zero_grad(set_to_none=True)
-        self.manual_backward(loss_c)
-        opt_c.step()
-        self.log_dict({"critic_loss": loss_c.detach(), "wasserstein": wdist.detach(), "gradient_penalty": gp.detach()},
-                      on_step=False, on_epoch=True, prog_bar=True)
-        if batch_idx % hp["n_critic"] == 0:
-            z = torch.randn(len(real), self.generator.latent_dim, device=self.device)
-            fake = self.generator(z, cond, incident)
+        adv = self.adversarial_weight
+        x_real = None
+        if adv > 0:
+            with torch.no_grad():
+                fake = self.fake(cond, incident)
+            x_real = self.represent(real, incident, cond)
             x_fake = self.represent(fake, incident, cond)
-            loss_adv = -self.critic(x_fake).mean()
-            loss_g = loss_adv
+            c_real, c_fake = self.critic(x_real), self.critic(x_fake)
+            eps = torch.rand(len(real), 1, device=self.device)
+            x_mix = (eps * x_real + (1 - eps) * x_fake).requires_grad_(True)
+            grad = torch.autograd.grad(self.critic(x_mix).sum(), x_mix, create_graph=True)[0]
+            gp = ((grad.norm(dim=1) - 1) ** 2).mean()
+            wdist = c_real.mean() - c_fake.mean()
+            loss_c = -wdist + hp["gp_lambda"] * gp + 1e-3 * (c_real**2).mean()
+            opt_c.zero_grad(set_to_none=True)
+            self.manual_backward(loss_c)
+            opt_c.step()
+            self.log_dict({"critic_loss": loss_c.detach(), "wasserstein": wdist.detach(), "gradient_penalty": gp.detach()},
+                          on_step=False, on_epoch=True, prog_bar=True)
+        if batch_idx % hp["n_critic"] == 0:
+            loss_g = torch.zeros((), device=self.device)
+            if self.kind == "flow":
+                nll_energy, nll_voxels = self.generator.nll(real, incident, cond)
+                loss_g = nll_energy + nll_voxels
+                self.log_dict({"nll_energy": nll_energy.detach(), "nll_voxels": nll_voxels.detach()},
+                              on_step=False, on_epoch=True, prog_bar=True)
+            if adv > 0 or hp["mmd_weight"] > 0:
+                fake = self.fake(cond, incident)
+                x_fake = self.represent(fake, incident, cond)
+                if x_real is None:
+                    x_real = self.represent(real, incident, cond)
+            if adv > 0:
+                loss_g = loss_g - adv * self.critic(x_fake).mean()
             if hp["mmd_weight"] > 0:
                 # moment matching of the joint (condition, high-level features) distribution:
                 # a stable signal on what the validation checks, next to the critic's
@@ -235,11 +271,24 @@ class CaloGAN(L.LightningModule):
                 self.log("mmd", loss_mmd.detach(), on_step=False, on_epoch=True)
             opt_g.zero_grad(set_to_none=True)
             self.manual_backward(loss_g)
+            if self.kind == "flow":
+                self.clip_gradients(opt_g, gradient_clip_val=5.0, gradient_clip_algorithm="norm")
             opt_g.step()
+            sched = self.lr_schedulers()
+            if sched is not None:
+                sched.step()
             self.log("generator_loss", loss_g.detach(), on_step=False, on_epoch=True, prog_bar=True)
 
     def configure_optimizers(self):
         hp = self.hparams.hparams
-        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp["lr_generator"], betas=(0.5, 0.9))
         opt_c = torch.optim.Adam(self.critic.parameters(), lr=hp["lr_critic"], betas=(0.5, 0.9))
+        if self.kind == "flow":
+            # maximum likelihood wants the usual Adam moments and a one-cycle schedule
+            opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp["lr_generator"])
+            epochs = max(int(self.trainer.max_epochs), 1)
+            per_epoch = -(-int(self.trainer.estimated_stepping_batches) // epochs)  # batches per epoch
+            steps = epochs * -(-per_epoch // int(hp["n_critic"]))  # generator steps
+            sched = torch.optim.lr_scheduler.OneCycleLR(opt_g, max_lr=hp["lr_generator"], total_steps=steps + 1)
+            return [opt_g, opt_c], [sched]
+        opt_g = torch.optim.Adam(self.generator.parameters(), lr=hp["lr_generator"], betas=(0.5, 0.9))
         return [opt_g, opt_c]

@@ -134,6 +134,10 @@ def train_gan(samples: Mapping[str, tuple[str, str, str]], calo_cfg: Mapping, se
     L.seed_everything(int_seed(seed, "calo_gan"), workers=True, verbose=False)
     layer_sizes = [la.n_voxels for la in geometry.layers]
     model = CaloGAN(layer_sizes, stats, hp, geometry)
+    if model.kind == "flow":
+        model.generator.fit_standardisation(
+            torch.from_numpy(sh), torch.from_numpy(inc), model.cond(torch.from_numpy(inc), torch.from_numpy(part)),
+            generator=torch.Generator().manual_seed(int_seed(seed, "calo_gan", "standardisation")))
     ds = torch.utils.data.TensorDataset(torch.from_numpy(inc), torch.from_numpy(part), torch.from_numpy(sh))
     gen = torch.Generator().manual_seed(int_seed(seed, "calo_gan", "loader"))
     loader = torch.utils.data.DataLoader(ds, batch_size=int(hp["batch_size"]), shuffle=True, drop_last=len(ds) > hp["batch_size"],
@@ -153,12 +157,14 @@ def train_gan(samples: Mapping[str, tuple[str, str, str]], calo_cfg: Mapping, se
     trainer.fit(model, loader)
     train_s = time.perf_counter() - t0
     payload = {
+        "generator": model.kind,
         "state_dict": model.generator.state_dict(),
         "conditioner": model.cond.state_dict(),
         "layer_sizes": layer_sizes,
         "latent_dim": int(hp["latent_dim"]),
         "hidden": list(hp["hidden"]),
         "voxel_gates": bool(hp["voxel_gates"]),
+        "flow": hp["flow"],
         "stats": {k: v for k, v in stats.items() if not isinstance(v, np.ndarray)},
         "particles": pidx,
         "samples": {n: particles[n] for n in samples},
@@ -196,9 +202,17 @@ class ShowerGenerator:
         self.particles: dict[str, int] = payload["particles"]
         self.cond = Conditioner(st["log_e_mean"], st["log_e_std"], st["n_particles"])
         self.cond.load_state_dict(payload["conditioner"])
-        self.generator = Generator(payload["layer_sizes"], self.cond.dim, payload["latent_dim"], payload["hidden"],
-                                   st["log_ratio_mean"], st["log_ratio_std"], st["threshold_mev"],
-                                   gates=payload.get("voxel_gates", False))
+        self.kind = payload.get("generator", "mlp")
+        if self.kind == "flow":
+            from pipeline.calo.flow import ShowerFlow
+
+            fcfg = payload["flow"]
+            self.generator = ShowerFlow(payload["layer_sizes"], self.cond.dim, st["threshold_mev"], fcfg["energy"],
+                                        fcfg["voxels"], fcfg["dequantisation_decades"])
+        else:
+            self.generator = Generator(payload["layer_sizes"], self.cond.dim, payload["latent_dim"], payload["hidden"],
+                                       st["log_ratio_mean"], st["log_ratio_std"], st["threshold_mev"],
+                                       gates=payload.get("voxel_gates", False))
         self.generator.load_state_dict(payload["state_dict"])
         self.generator.eval()
         self.n_voxels = sum(payload["layer_sizes"])
@@ -216,8 +230,11 @@ class ShowerGenerator:
             for start in range(0, len(inc), batch):
                 e = inc[start:start + batch]
                 p = torch.full((len(e),), self.particles[particle], dtype=torch.long)
-                z = torch.randn(len(e), self.generator.latent_dim, generator=g)
-                out[start:start + len(e)] = self.generator(z, self.cond(e, p), e).numpy()
+                if self.kind == "flow":
+                    out[start:start + len(e)] = self.generator(self.cond(e, p), e, generator=g).numpy()
+                else:
+                    z = torch.randn(len(e), self.generator.latent_dim, generator=g)
+                    out[start:start + len(e)] = self.generator(z, self.cond(e, p), e).numpy()
         return out
 
 
