@@ -2,8 +2,9 @@
 and 10^4 on CPU (and GPU where there is one) next to the reference simulation's ms per shower at
 the same incident energies (log-uniform over the configured range), and their ratio.
 
-The GAN is the trained model of the DAG (``--model``, default results/calo/gan/model.pt); without
-one, a freshly initialised generator of the configured size is timed (the cost does not depend on
+The GAN is the trained model of the DAG (``--model``, default results/calo/gan/model.pt, either
+generator: the Flow-GAN's flows or the MLP); without one, a freshly initialised generator of the
+configured kind and size is timed (the cost does not depend on
 the weights; the JSON says which).
 
     .venv/bin/python benchmarks/bench_calo.py --config config/config.yaml
@@ -19,32 +20,11 @@ from pathlib import Path
 import numpy as np
 
 
-def _fresh_generator(cfg):
-    """A generator of the configured size with untrained weights (same cost as a trained one)."""
-    import torch
-
-    from pipeline.calo.gan import Conditioner, Generator
-    from pipeline.calo.train import ShowerGenerator, reference_geometry
-
-    calo = cfg["calo"]
-    g = reference_geometry(calo, "photon")
-    gen = ShowerGenerator.__new__(ShowerGenerator)
-    gen.particles = {"electron": 0, "photon": 1}
-    gen.cond = Conditioner(float(np.log(3e4)), 2.0, 2)
-    gen.generator = Generator([la.n_voxels for la in g.layers], gen.cond.dim, calo["gan"]["latent_dim"],
-                              calo["gan"]["hidden"], -0.03, 0.05, 3.0,
-                              gates=calo["gan"]["voxel_gates"]).eval()
-    gen.n_voxels = g.n_voxels
-    torch.manual_seed(0)
-    return gen
-
-
 def _time_gan(gen, energies, batch: int, device: str, repeats: int) -> float:
     """Best-of-``repeats`` ms per shower of generating ``len(energies)`` showers in batches."""
     import torch
 
-    g = gen.generator.to(device)
-    c = gen.cond.to(device)
+    gen.to(device)
     e_all = torch.as_tensor(energies, dtype=torch.float32, device=device)
     p_all = torch.ones(len(e_all), dtype=torch.long, device=device)
     best = float("inf")
@@ -55,8 +35,7 @@ def _time_gan(gen, energies, batch: int, device: str, repeats: int) -> float:
             t0 = time.perf_counter()
             for start in range(0, len(e_all), batch):
                 e, p = e_all[start:start + batch], p_all[start:start + batch]
-                z = torch.randn(len(e), g.latent_dim, device=device)
-                out = g(z, c(e, p), e)
+                out = gen.sample_tensor(e, p)
                 if device == "cpu":
                     out.numpy()
                 else:
@@ -110,7 +89,8 @@ def main() -> None:
         figures["gan_model"] = str(args.model)
     else:
         print(f"{args.model} not found: timing an untrained generator of the configured size", file=sys.stderr)
-        gen = _fresh_generator(cfg)
+        torch.manual_seed(0)
+        gen = ShowerGenerator.untrained(calo, g)
         figures["gan_model"] = "untrained (same architecture)"
     figures["gan_parameters"] = sum(p.numel() for p in gen.generator.parameters())
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

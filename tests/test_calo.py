@@ -179,3 +179,39 @@ def test_other_bad_inputs_fail_clearly(tmp_path, geometry, kind):
     with pytest.raises(InputFileError, match=expected) as exc:
         read_showers(bad, geometry)
     assert str(bad) in str(exc.value)
+
+
+def test_symmetry_permutations_are_the_azimuthal_images(calo_cfg):
+    """Rotations by the angular bin and the reflection, on every angular layer at once: radial
+    features are unchanged, the centre of energy turns by the angle, and the reference's
+    distribution of a centre does not depend on the image (the simulation is symmetric)."""
+    from pipeline.calo.features import high_level
+
+    g = reference_geometry(calo_cfg, "photon")
+    perms = g.symmetry_permutations()
+    n_alpha = g.layers[1].n_alpha
+    assert perms.shape == (2 * n_alpha, g.n_voxels) and len({tuple(p) for p in perms}) == 2 * n_alpha
+    assert np.array_equal(perms[0], np.arange(g.n_voxels))
+    assert all(sorted(p) == list(range(g.n_voxels)) for p in perms)
+    e = np.full(2000, 20_000.0)
+    s = simulate(e, "photon", g, calo_cfg["simulation"], np.random.default_rng(3))
+    f0, f1 = high_level(s, e, g), high_level(s[:, perms[1]], e, g)
+    for key in f0:
+        if not key.startswith("centre_x") and not key.startswith("centre_y"):
+            np.testing.assert_allclose(f1[key], f0[key], rtol=1e-9, atol=1e-9, err_msg=key)
+    turn = 2 * np.pi / n_alpha
+    c, sn = np.cos(turn), np.sin(turn)
+    np.testing.assert_allclose(f1["centre_x_1"], c * f0["centre_x_1"] - sn * f0["centre_y_1"], atol=1e-6)
+    np.testing.assert_allclose(f1["centre_y_1"], sn * f0["centre_x_1"] + c * f0["centre_y_1"], atol=1e-6)
+    # reflection alpha -> -alpha: y -> -y
+    f_ref = high_level(s[:, perms[n_alpha]], e, g)
+    np.testing.assert_allclose(f_ref["centre_y_2"], -f0["centre_y_2"], atol=1e-6)
+    np.testing.assert_allclose(f_ref["centre_x_2"], f0["centre_x_2"], atol=1e-6)
+    # the reference itself is symmetric: the centre's spread is the same along x and y
+    assert abs(np.std(f0["centre_x_2"]) / np.std(f0["centre_y_2"]) - 1) < 0.1
+
+
+def test_symmetry_permutations_only_identity_for_mixed_angular_binnings():
+    g = Geometry.from_config({"layers": [{"x0": 2.0, "n_alpha": 4, "r_edges_mm": [0, 5, 10]},
+                                         {"x0": 5.0, "n_alpha": 6, "r_edges_mm": [0, 5, 10]}]})
+    assert np.array_equal(g.symmetry_permutations(), np.arange(g.n_voxels)[None, :])

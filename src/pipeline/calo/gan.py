@@ -176,21 +176,16 @@ class CaloGAN(L.LightningModule):
         hp = hparams
         self.kind = hp["generator"]
         self.cond = Conditioner(stats["log_e_mean"], stats["log_e_std"], stats["n_particles"])
-        if self.kind == "flow":
-            from pipeline.calo.flow import ShowerFlow
+        from pipeline.calo.train import build_generator
 
-            fcfg = hp["flow"]
-            self.generator = ShowerFlow(geometry_layers, self.cond.dim, stats["threshold_mev"], fcfg["energy"],
-                                        fcfg["voxels"], fcfg["dequantisation_decades"])
-        else:
-            self.generator = Generator(geometry_layers, self.cond.dim, hp["latent_dim"], hp["hidden"],
-                                       stats["log_ratio_mean"], stats["log_ratio_std"], stats["threshold_mev"],
-                                       gates=hp["voxel_gates"])
+        self.generator = build_generator(self.kind, geometry_layers, self.cond.dim, stats, hp)
         self.features = TorchFeatures(geometry)
         n_vox = sum(geometry_layers)
         self.register_buffer("vox_stats", torch.tensor(np.stack([stats["vox_mean"], stats["vox_std"]]), dtype=torch.float32))
         self.register_buffer("feat_stats", torch.tensor(np.stack([stats["feat_mean"], stats["feat_std"]]), dtype=torch.float32))
         self.critic = mlp([n_vox + self.features.n_features + self.cond.dim, *hp["critic_hidden"]], 1)
+        perms = geometry.symmetry_permutations() if hp["augment_symmetries"] else np.arange(n_vox)[None, :]
+        self.register_buffer("symmetry_perms", torch.from_numpy(perms).long())
 
     @property
     def adversarial_weight(self) -> float:
@@ -218,6 +213,9 @@ class CaloGAN(L.LightningModule):
     def training_step(self, batch, batch_idx):
         self._move_features()
         incident, particle, real = batch
+        if len(self.symmetry_perms) > 1:  # each shower as one of its azimuthal images
+            pick = torch.randint(len(self.symmetry_perms), (len(real),), device=real.device)
+            real = real.gather(1, self.symmetry_perms[pick])
         opt_g, opt_c = self.optimizers()
         hp = self.hparams.hparams
         cond = self.cond(incident, particle)

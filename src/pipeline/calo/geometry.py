@@ -89,6 +89,31 @@ class Geometry:
             ys.append((rr * np.sin(aa)).ravel())
         return np.concatenate(xs), np.concatenate(ys)
 
+    def symmetry_permutations(self) -> np.ndarray:
+        """Voxel permutations (K, n_voxels) of the azimuthal symmetries of the binning: rotations by
+        multiples of the common angular bin and the reflection alpha -> -alpha, applied to every
+        angular layer at once (``showers[:, perm]`` is the rotated or reflected shower). A shower
+        of a particle entering along the axis is as likely as any of its images; the first row is
+        the identity. Only the identity where the angular layers differ in bin count or offset."""
+        ident = np.arange(self.n_voxels)
+        ang = [la for la in self.layers if la.n_alpha > 1]
+        if not ang or len({(la.n_alpha, la.alpha_offset) for la in ang}) > 1:
+            return ident[None, :]
+        n = ang[0].n_alpha
+        perms = []
+        for reflect in (False, True):
+            for k in range(n):
+                perm, start = [], 0
+                for la in self.layers:
+                    idx = np.arange(la.n_voxels).reshape(la.n_alpha, la.n_r) + start
+                    if la.n_alpha > 1:
+                        order = np.arange(n)[::-1] if reflect else np.arange(n)
+                        idx = idx[np.roll(order, k)]
+                    perm.append(idx.ravel())
+                    start += la.n_voxels
+                perms.append(np.concatenate(perm))
+        return np.stack(perms)
+
     def has_depth(self) -> bool:
         return all(layer.x0_start is not None and layer.x0_end is not None for layer in self.layers)
 

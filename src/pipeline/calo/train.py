@@ -189,7 +189,7 @@ class ShowerGenerator:
     def __init__(self, model_path: str | os.PathLike):
         import torch
 
-        from pipeline.calo.gan import Conditioner, Generator
+        from pipeline.calo.gan import Conditioner
 
         path = Path(model_path)
         if not path.exists():
@@ -203,19 +203,42 @@ class ShowerGenerator:
         self.cond = Conditioner(st["log_e_mean"], st["log_e_std"], st["n_particles"])
         self.cond.load_state_dict(payload["conditioner"])
         self.kind = payload.get("generator", "mlp")
-        if self.kind == "flow":
-            from pipeline.calo.flow import ShowerFlow
-
-            fcfg = payload["flow"]
-            self.generator = ShowerFlow(payload["layer_sizes"], self.cond.dim, st["threshold_mev"], fcfg["energy"],
-                                        fcfg["voxels"], fcfg["dequantisation_decades"])
-        else:
-            self.generator = Generator(payload["layer_sizes"], self.cond.dim, payload["latent_dim"], payload["hidden"],
-                                       st["log_ratio_mean"], st["log_ratio_std"], st["threshold_mev"],
-                                       gates=payload.get("voxel_gates", False))
+        self.generator = build_generator(self.kind, payload["layer_sizes"], self.cond.dim, st, payload)
         self.generator.load_state_dict(payload["state_dict"])
         self.generator.eval()
         self.n_voxels = sum(payload["layer_sizes"])
+
+    @classmethod
+    def untrained(cls, calo_cfg: Mapping, geometry: Geometry, particles=("electron", "photon")) -> ShowerGenerator:
+        """A generator of the configured kind and size with fresh weights (the benchmark's
+        stand-in where no trained model exists: the cost does not depend on the weights)."""
+        from pipeline.calo.gan import Conditioner
+
+        self = cls.__new__(cls)
+        self.particles = {p: i for i, p in enumerate(particles)}
+        self.cond = Conditioner(float(np.log(3e4)), 2.0, len(particles))
+        self.kind = calo_cfg["gan"]["generator"]
+        stats = {"log_ratio_mean": -0.03, "log_ratio_std": 0.05, "threshold_mev": 3.0}
+        sizes = [la.n_voxels for la in geometry.layers]
+        self.generator = build_generator(self.kind, sizes, self.cond.dim, stats, dict(calo_cfg["gan"])).eval()
+        self.n_voxels = geometry.n_voxels
+        return self
+
+    def to(self, device) -> ShowerGenerator:
+        self.generator.to(device)
+        self.cond.to(device)
+        return self
+
+    def sample_tensor(self, incident, particle_index, generator=None):
+        """Showers (B, V) [MeV] for incident energies (B,) [MeV] and particle indices (B,), as a
+        tensor on their device; noise from ``generator`` (None: the global stream)."""
+        import torch
+
+        cond = self.cond(incident, particle_index)
+        if self.kind == "flow":
+            return self.generator(cond, incident, generator=generator)
+        z = torch.randn(len(incident), self.generator.latent_dim, generator=generator, device=incident.device)
+        return self.generator(z, cond, incident)
 
     def __call__(self, incident_mev: np.ndarray, particle: str, seed: int, batch: int = 10_000) -> np.ndarray:
         import torch
@@ -230,12 +253,23 @@ class ShowerGenerator:
             for start in range(0, len(inc), batch):
                 e = inc[start:start + batch]
                 p = torch.full((len(e),), self.particles[particle], dtype=torch.long)
-                if self.kind == "flow":
-                    out[start:start + len(e)] = self.generator(self.cond(e, p), e, generator=g).numpy()
-                else:
-                    z = torch.randn(len(e), self.generator.latent_dim, generator=g)
-                    out[start:start + len(e)] = self.generator(z, self.cond(e, p), e).numpy()
+                out[start:start + len(e)] = self.sample_tensor(e, p, generator=g).numpy()
         return out
+
+
+def build_generator(kind: str, layer_sizes, cond_dim: int, stats: Mapping, hp: Mapping):
+    """The generator network of ``kind`` (``flow`` or ``mlp``) with the hyperparameters ``hp``
+    (a gan config block or a saved model's payload)."""
+    if kind == "flow":
+        from pipeline.calo.flow import ShowerFlow
+
+        fcfg = hp["flow"]
+        return ShowerFlow(layer_sizes, cond_dim, stats["threshold_mev"], fcfg["energy"], fcfg["voxels"],
+                          fcfg["dequantisation_decades"])
+    from pipeline.calo.gan import Generator
+
+    return Generator(layer_sizes, cond_dim, hp["latent_dim"], hp["hidden"], stats["log_ratio_mean"],
+                     stats["log_ratio_std"], stats["threshold_mev"], gates=hp.get("voxel_gates", False))
 
 
 def generate(model_path: str, ref_h5: str, ref_xml: str, particle: str, calo_cfg: Mapping, seed: int, sample: str,
