@@ -12,14 +12,18 @@ In the manner of CaloFlow (Krause & Shih, arXiv:2106.05285), the shower is facto
 - **voxel flow**: the voxel fractions inside each layer, x2_i = logit(alpha + (1 - 2 alpha) e_i / E_l),
   given the condition and x1; at sampling every layer's fractions are renormalised to its E_l.
 
-Both are zuko neural spline coupling flows (:class:`pipeline.flows.ConditionalFlow`): one pass
-each way, so sampling costs a few matrix products per shower.
+Both are neural spline coupling flows (:class:`pipeline.flows.ConditionalFlow`; ``coupling:
+split`` for the voxel flow: half the spline evaluations per sample of zuko's two-pass
+coupling), so sampling costs a few matrix products per shower.
 
 **Zero suppression.** The detector reads zero below its threshold t: a voxel reading zero only
 says that its energy was in [0, t). Training dequantises each such voxel to a fresh draw,
-log-uniform in [t 10^-d, t) (d = ``dequantisation_decades``), and sampling maps every voxel below
-t back to zero: the flow learns which voxels fall below the threshold, and the sparsity per layer
-follows.
+log-uniform in [t 10^-(g+d), t 10^-g) (d = ``dequantisation_decades``, g =
+``dequantisation_gap_decades``), and sampling maps every voxel below t back to zero: the flow
+learns which voxels fall below the threshold, and the sparsity per layer follows. A gap of g
+decades keeps the dequantised energy of a layer negligible against its real energy (16 empty
+voxels at 10^-3 t add 0.05 MeV to a layer, not the 10 MeV that draws just below t would), so the
+energy flow models the layer energies the detector reads.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class ShowerFlow(nn.Module):
     """(condition, E_incident [MeV]) -> shower (B, n_voxels) [MeV], and its log-likelihood."""
 
     def __init__(self, layer_sizes: Sequence[int], cond_dim: int, threshold_mev: float, energy_flow: Mapping,
-                 voxel_flow: Mapping, dequantisation_decades: float = 2.0):
+                 voxel_flow: Mapping, dequantisation_decades: float = 1.0, dequantisation_gap_decades: float = 0.0):
         super().__init__()
         self.layer_sizes = [int(n) for n in layer_sizes]
         self.n_layers, self.n_voxels = len(self.layer_sizes), sum(self.layer_sizes)
@@ -47,6 +51,7 @@ class ShowerFlow(nn.Module):
         self.voxels = ConditionalFlow(self.n_voxels, cond_dim + self.n_layers, **_flow_kwargs(voxel_flow))
         self.register_buffer("threshold", torch.tensor(float(threshold_mev)))
         self.dequantisation_decades = float(dequantisation_decades)
+        self.dequantisation_gap_decades = float(dequantisation_gap_decades)
         lm = np.zeros((self.n_voxels, self.n_layers), dtype=np.float32)
         lm[np.arange(self.n_voxels), np.repeat(np.arange(self.n_layers), self.layer_sizes)] = 1.0
         self.register_buffer("layer_matrix", torch.from_numpy(lm))
@@ -55,9 +60,9 @@ class ShowerFlow(nn.Module):
     # representation
     # ---------------------------------------------------------------------------------------
     def dequantise(self, showers: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-        """Voxels reading zero get an energy log-uniform in [t 10^-d, t)."""
+        """Voxels reading zero get an energy log-uniform in [t 10^-(g+d), t 10^-g)."""
         u = torch.rand(showers.shape, generator=generator, device=showers.device, dtype=showers.dtype)
-        fill = self.threshold * torch.pow(10.0, -self.dequantisation_decades * u)
+        fill = self.threshold * torch.pow(10.0, -self.dequantisation_gap_decades - self.dequantisation_decades * u)
         return torch.where(showers > 0, showers, fill)
 
     def encode(self, showers: torch.Tensor, incident: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,4 +122,5 @@ class ShowerFlow(nn.Module):
 
 
 def _flow_kwargs(cfg: Mapping) -> dict:
-    return {"transforms": int(cfg["transforms"]), "bins": int(cfg["bins"]), "hidden": list(cfg["hidden"])}
+    return {"transforms": int(cfg["transforms"]), "bins": int(cfg["bins"]), "hidden": list(cfg["hidden"]),
+            "coupling": cfg["coupling"]}

@@ -265,7 +265,7 @@ def build_generator(kind: str, layer_sizes, cond_dim: int, stats: Mapping, hp: M
 
         fcfg = hp["flow"]
         return ShowerFlow(layer_sizes, cond_dim, stats["threshold_mev"], fcfg["energy"], fcfg["voxels"],
-                          fcfg["dequantisation_decades"])
+                          fcfg["dequantisation_decades"], fcfg["dequantisation_gap_decades"])
     from pipeline.calo.gan import Generator
 
     return Generator(layer_sizes, cond_dim, hp["latent_dim"], hp["hidden"], stats["log_ratio_mean"],
