@@ -93,6 +93,7 @@ def main() -> None:
         gen = ShowerGenerator.untrained(calo, g)
         figures["gan_model"] = "untrained (same architecture)"
     figures["gan_parameters"] = sum(p.numel() for p in gen.generator.parameters())
+    figures["gan_generator"] = gen.kind
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
     for device in devices:
         for batch, n in ((1, 200), (100, 5000), (10_000, 10_000)):

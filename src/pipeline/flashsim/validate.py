@@ -142,9 +142,9 @@ def _plot_variables(obj, full, flash, out, nbins, pdf):
         edges = _edges("nConstituents" if var == "n_per_event" else var, a, nbins)
         hs = [_hist(a, wa, edges), _hist(b, wb, edges)]
         logy = var in ("pt", "mass", "dxy", "dz", "ip3d", "pfRelIso04_all")
-        xl = LABELS.get(var, f"{OBJECTS[obj][0]}s per event")
+        xl = f"{OBJECTS[obj][0]} {LABELS[var]}" if var in LABELS else f"{OBJECTS[obj][0]}s per event"
         paths.append(plotting.plot_hists_with_ratio(
-            hs, ["Full sim.", "FlashSim"], xlabel=f"{OBJECTS[obj][0]} {xl}", ylabel="Objects" if var != "n_per_event" else "Events",
+            hs, ["Full sim.", "FlashSim"], xlabel=xl, ylabel="Objects" if var != "n_per_event" else "Events",
             path=Path(out) / f"{obj}_{var}.png", logy=logy, ratio_label="Flash / Full", pdf=pdf))
     return paths
 
