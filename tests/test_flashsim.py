@@ -222,6 +222,8 @@ def test_checkpoint_reloads_identically_in_a_fresh_process(trained, tmp_path):
     np.save(tmp_path / "c.npy", c)
     code = (
         "import numpy as np, torch\n"
+        # the same CPU threads as this process: a matmul's summation order depends on them
+        f"torch.set_num_threads({torch.get_num_threads()})\n"
         "from pipeline.flashsim.model import FlashSimModel\n"
         f"m = FlashSimModel.load({path!r})\n"
         f"c = np.load({str(tmp_path / 'c.npy')!r})\n"
