@@ -90,8 +90,12 @@ class SplitCouplingFlow(nn.Module):
         half = features // 2
         layers = []
         for t in range(transforms):
-            perm = order.permutation(features) if t % 2 == 0 else np.concatenate([perm[half:], perm[:half]])
-            layers.append(_SplineCoupling(np.sort(perm[:half]), np.sort(perm[half:]), context, bins, hidden))
+            if t % 2 == 0:  # a fresh random split; the next transform moves the other half
+                perm = order.permutation(features)
+                split = (np.sort(perm[:half]), np.sort(perm[half:]))
+            else:
+                split = split[::-1]
+            layers.append(_SplineCoupling(*split, context, bins, hidden))
         self.layers = nn.ModuleList(layers)
 
     def log_prob(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:

@@ -43,7 +43,7 @@ class ShowerFlow(nn.Module):
     """(condition, E_incident [MeV]) -> shower (B, n_voxels) [MeV], and its log-likelihood."""
 
     def __init__(self, layer_sizes: Sequence[int], cond_dim: int, threshold_mev: float, energy_flow: Mapping,
-                 voxel_flow: Mapping, dequantisation_decades: float = 1.0, dequantisation_gap_decades: float = 0.0):
+                 voxel_flow: Mapping, dequantisation_decades: float, dequantisation_gap_decades: float):
         super().__init__()
         self.layer_sizes = [int(n) for n in layer_sizes]
         self.n_layers, self.n_voxels = len(self.layer_sizes), sum(self.layer_sizes)

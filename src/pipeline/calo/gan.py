@@ -35,7 +35,7 @@ without the threshold), or it wins by that alone and the generator learns nothin
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import lightning as L
 import numpy as np
@@ -116,6 +116,19 @@ def _masked_softmax(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return ex / (ex.sum(dim=1, keepdim=True) + 1e-20)
 
 
+def build_generator(kind: str, layer_sizes, cond_dim: int, stats: Mapping, hp: Mapping):
+    """The generator network of ``kind`` (``flow`` or ``mlp``) with the hyperparameters ``hp``
+    (a gan config block or a saved model's payload)."""
+    if kind == "flow":
+        from pipeline.calo.flow import ShowerFlow
+
+        fcfg = hp["flow"]
+        return ShowerFlow(layer_sizes, cond_dim, stats["threshold_mev"], fcfg["energy"], fcfg["voxels"],
+                          fcfg["dequantisation_decades"], fcfg["dequantisation_gap_decades"])
+    return Generator(layer_sizes, cond_dim, hp["latent_dim"], hp["hidden"], stats["log_ratio_mean"],
+                     stats["log_ratio_std"], stats["threshold_mev"], gates=hp.get("voxel_gates", False))
+
+
 class Conditioner(nn.Module):
     """E_incident [MeV] and particle index -> condition vector (standardised ln E, one-hot)."""
 
@@ -176,8 +189,6 @@ class CaloGAN(L.LightningModule):
         hp = hparams
         self.kind = hp["generator"]
         self.cond = Conditioner(stats["log_e_mean"], stats["log_e_std"], stats["n_particles"])
-        from pipeline.calo.train import build_generator
-
         self.generator = build_generator(self.kind, geometry_layers, self.cond.dim, stats, hp)
         self.features = TorchFeatures(geometry)
         n_vox = sum(geometry_layers)

@@ -189,7 +189,7 @@ class ShowerGenerator:
     def __init__(self, model_path: str | os.PathLike):
         import torch
 
-        from pipeline.calo.gan import Conditioner
+        from pipeline.calo.gan import Conditioner, build_generator
 
         path = Path(model_path)
         if not path.exists():
@@ -212,7 +212,7 @@ class ShowerGenerator:
     def untrained(cls, calo_cfg: Mapping, geometry: Geometry, particles=("electron", "photon")) -> ShowerGenerator:
         """A generator of the configured kind and size with fresh weights (the benchmark's
         stand-in where no trained model exists: the cost does not depend on the weights)."""
-        from pipeline.calo.gan import Conditioner
+        from pipeline.calo.gan import Conditioner, build_generator
 
         self = cls.__new__(cls)
         self.particles = {p: i for i, p in enumerate(particles)}
@@ -255,21 +255,6 @@ class ShowerGenerator:
                 p = torch.full((len(e),), self.particles[particle], dtype=torch.long)
                 out[start:start + len(e)] = self.sample_tensor(e, p, generator=g).numpy()
         return out
-
-
-def build_generator(kind: str, layer_sizes, cond_dim: int, stats: Mapping, hp: Mapping):
-    """The generator network of ``kind`` (``flow`` or ``mlp``) with the hyperparameters ``hp``
-    (a gan config block or a saved model's payload)."""
-    if kind == "flow":
-        from pipeline.calo.flow import ShowerFlow
-
-        fcfg = hp["flow"]
-        return ShowerFlow(layer_sizes, cond_dim, stats["threshold_mev"], fcfg["energy"], fcfg["voxels"],
-                          fcfg["dequantisation_decades"], fcfg["dequantisation_gap_decades"])
-    from pipeline.calo.gan import Generator
-
-    return Generator(layer_sizes, cond_dim, hp["latent_dim"], hp["hidden"], stats["log_ratio_mean"],
-                     stats["log_ratio_std"], stats["threshold_mev"], gates=hp.get("voxel_gates", False))
 
 
 def generate(model_path: str, ref_h5: str, ref_xml: str, particle: str, calo_cfg: Mapping, seed: int, sample: str,

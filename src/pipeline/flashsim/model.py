@@ -39,7 +39,7 @@ except ImportError:  # pragma: no cover
     import pytorch_lightning as pl
 
 from pipeline.errors import InputFileError
-from pipeline.flows import SAMPLE_CHUNK, ConditionalFlow, Standardiser  # noqa: F401 (re-exported)
+from pipeline.flows import ConditionalFlow
 
 CHECKPOINT_FORMAT = "pipeline.flashsim/1"
 
