@@ -86,13 +86,14 @@ def main() -> None:
     models = load_models({o: str(Path(args.models) / f"{o}.pt") for o in ("jets", "muons")})
     g = np.random.default_rng(1)
     tg = torch.Generator().manual_seed(1)
-    flash_events(_tile(arrays, 100), models, 1, g, tg)  # warm-up (lazy initialisation)
+    redraws = int(cfg["flashsim"]["acceptance_redraws"])
+    flash_events(_tile(arrays, 100), models, 1, g, tg, redraws)  # warm-up (lazy initialisation)
     for b in (int(x) for x in args.batches.split(",")):
         batch = _tile(arrays, b)
         reps = max(1, -(-args.min_events // b))
         t = 0.0
         for _ in range(reps):
-            dt, out = timed(lambda: flash_events(batch, models, 1, g, tg))
+            dt, out = timed(lambda: flash_events(batch, models, 1, g, tg, redraws))
             t += dt
         per_event = t / (reps * b)
         figures[f"flash_s_per_event_batch{b}"] = per_event

@@ -288,6 +288,49 @@ def test_flash_sample_follows_the_contract_and_is_reproducible(trained, tmp_path
                                   ak.to_numpy(ak.flatten(fc["Events"]["Muon_pt"].array())))
 
 
+def test_truncated_sampling_redraws_objects_outside_the_acceptance():
+    from pipeline.flashsim.generate import _truncated
+
+    meta = {"reco_pt_min_gev": 15.0, "acceptance": {"gen_abs_eta_max": 2.4}}
+    g = np.random.default_rng(3)
+    calls = []
+
+    def draw(rows):  # pT uniform in [0, 30): half of every draw is below the threshold
+        calls.append(len(rows))
+        return {"pt": g.uniform(0, 30, len(rows)), "eta": g.uniform(-2, 2, len(rows)), "row": rows.astype(float)}
+
+    for redraws in (0, 1, 20):
+        calls.clear()
+        v = _truncated("jets", meta, draw, 20000, redraws)
+        inside = (v["pt"] >= 15).mean()
+        assert inside == pytest.approx(1 - 0.5 ** (redraws + 1), abs=0.01)
+        assert len(calls) == min(redraws, 20) + 1 or inside == 1.0
+        np.testing.assert_array_equal(v["row"], np.arange(20000))  # redraws replace the same rows
+    # above the threshold the redrawn distribution is the truncated one: uniform in [15, 30)
+    v = _truncated("jets", meta, draw, 20000, 20)
+    assert np.quantile(v["pt"], 0.5) == pytest.approx(22.5, abs=0.3)
+    # muons: |eta| is part of the acceptance
+    mu = _truncated("muons", meta, lambda rows: {"pt": np.full(len(rows), 50.0), "eta": g.uniform(-3, 3, len(rows))},
+                    5000, 20)
+    assert np.abs(mu["eta"]).max() < 2.4
+
+
+def test_redraws_keep_the_objects_the_threshold_would_drop_twice(trained, tmp_path):
+    """With redraws the flash jet multiplicity is higher (no object lost at the threshold) and every
+    object is inside the acceptance; the same seed gives the same file."""
+    counts = {}
+    for redraws in (0, 20):
+        cfg = copy.deepcopy(trained["cfg"])
+        cfg["flashsim"]["acceptance_redraws"] = redraws
+        outs, stats = _flash(trained, tmp_path, f"r{redraws}", cfg=cfg, inputs=trained["files"][:1])
+        with uproot.open(outs[0]) as f:
+            a = f["Events"].arrays(["Jet_pt", "Muon_pt", "Muon_eta"])
+        assert ak.all(a.Jet_pt >= cfg["detector"]["jets"]["pt_min_gev"])
+        assert ak.all(abs(a.Muon_eta) < cfg["training_tables"]["muons"]["gen_abs_eta_max"])
+        counts[redraws] = int(ak.sum(ak.num(a.Jet_pt)))
+    assert counts[20] > counts[0]
+
+
 def test_flash_jet_efficiency_matches_the_toy(trained, tmp_path):
     outs, _ = _flash(trained, tmp_path, "eff", inputs=trained["files"][:1])
     k = trained["cfg"]["flashsim"]["oversampling_k"]

@@ -10,8 +10,12 @@ Per batch of gen events:
    ``luminosityBlock`` and ``event`` and carry ``genWeight / k``, so sums of weights are unchanged;
 3. per gen object, reconstructed with the efficiency net's probability; if so, its reco
    variables are sampled from the flow and it points back to it (``Jet_genJetIdx`` = GenJet
-   index, ``Muon_genPartIdx`` = GenPart index). Objects below the reco threshold of the
-   reference simulation (``detector.<obj>.pt_min_gev``) are dropped, as there;
+   index, ``Muon_genPartIdx`` = GenPart index). The efficiency net already gives the probability
+   to be reconstructed *inside the reco acceptance* (``detector.<obj>.pt_min_gev``, and |eta| for
+   muons), and the flow learnt p(reco | gen) of objects inside it; so an object the flow places
+   outside (its smearing of the threshold edge) is redrawn, up to ``flashsim.acceptance_redraws``
+   times (truncated sampling), instead of being dropped a second time. Objects still outside
+   after that are dropped;
 4. fakes: their number from P(n | nGenJet), their properties from the fake flow given the event
    context; index -1;
 5. collections sorted by decreasing pT, cross-references added with
@@ -58,8 +62,32 @@ def _counts_to_jagged(values: Mapping[str, np.ndarray], ev: np.ndarray, n_events
     return ak.unflatten(ak.zip({k: v[order] for k, v in values.items()}, depth_limit=1), counts)
 
 
+def _in_acceptance(obj: str, values: Mapping[str, np.ndarray], meta: Mapping) -> np.ndarray:
+    """Objects inside the reco acceptance of the reference simulation (what was trained on)."""
+    ok = values["pt"] >= meta["reco_pt_min_gev"]
+    if obj == "muons":
+        ok &= np.abs(values["eta"]) < meta["acceptance"]["gen_abs_eta_max"]
+    return ok
+
+
+def _truncated(obj: str, meta: Mapping, draw, n: int, redraws: int) -> dict[str, np.ndarray]:
+    """Decoded objects from ``draw(rows) -> values``, rows outside the acceptance redrawn up to
+    ``redraws`` times (same generator stream, so the same seed gives the same objects)."""
+    values = draw(np.arange(n))
+    ok = _in_acceptance(obj, values, meta)
+    for _ in range(int(redraws)):
+        bad = np.flatnonzero(~ok)
+        if not len(bad):
+            break
+        again = draw(bad)
+        for f in values:
+            values[f][bad] = again[f]
+        ok[bad] = _in_acceptance(obj, again, meta)
+    return values
+
+
 def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: np.random.Generator,
-                   tg: torch.Generator) -> tuple[ak.Array, np.ndarray, np.ndarray]:
+                   tg: torch.Generator, redraws: int = 0) -> tuple[ak.Array, np.ndarray, np.ndarray]:
     """Flash collection of ``obj`` for the k-times repeated events; and (px, py) of the MET
     correction per repeated event."""
     n = len(arrays["event"])
@@ -74,10 +102,15 @@ def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: n
     c = pp.encode_conditions(obj, cond)[rep]
     eff = model.efficiency(c)
     keep = g.uniform(size=len(eff)) < eff
-    x = model.sample(c[keep], tg)
+    c_kept = c[keep]
     gen = {key: cond[key][rep][keep] for key in ("gen_pt", "gen_eta", "gen_phi", "gen_mass", "gen_hadronFlavour",
                                                  "gen_charge") if key in cond}
-    values = pp.decode_targets(obj, x, gen, meta["btag_abs_eta_max"])
+
+    def draw(rows):
+        return pp.decode_targets(obj, model.sample(c_kept[rows], tg), {key: v[rows] for key, v in gen.items()},
+                                 meta["btag_abs_eta_max"])
+
+    values = _truncated(obj, meta, draw, len(c_kept), redraws)
     values[idx_field] = cond["idx"][rep][keep].astype(np.int32)
     ev_m = ev_rep[keep]
     # MET correction from matched objects: reco - gen
@@ -93,9 +126,11 @@ def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: n
             "ctx_n_genjets": np.repeat(n_genjets, k)[ev_f],
             "ctx_genmet_pt": np.repeat(np.asarray(arrays["GenMET_pt"], dtype=np.float32), k)[ev_f],
             "ctx_n_fakes": n_fakes[ev_f]})
-        fx = model.sample_fakes(fc, tg)
-        ev_f = ev_f[: len(fx)]
-        fvals = pp.decode_fake_targets(obj, fx, meta["btag_abs_eta_max"])
+        if not model.has_fakes:  # no fake was seen in training
+            ev_f = ev_f[:0]
+        fvals = _truncated(obj, meta, lambda rows: pp.decode_fake_targets(obj, model.sample_fakes(fc[rows], tg),
+                                                                          meta["btag_abs_eta_max"]),
+                           len(ev_f), redraws)
     else:
         fvals = pp.decode_fake_targets(obj, np.zeros((0, len(pp.FAKE_TARGETS[obj])), dtype=np.float32))
     fvals[idx_field] = np.full(len(ev_f), -1, dtype=np.int32)
@@ -104,9 +139,7 @@ def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: n
 
     allv = {f: np.concatenate([values[f], fvals[f]]) for f in values}
     all_ev = np.concatenate([ev_m, ev_f])
-    sel = allv["pt"] >= meta["reco_pt_min_gev"]
-    if obj == "muons":
-        sel &= np.abs(allv["eta"]) < meta["acceptance"]["gen_abs_eta_max"]
+    sel = _in_acceptance(obj, allv, meta)
     allv = {f: v[sel] for f, v in allv.items()}
     spec = nanoaod.JET if obj == "jets" else nanoaod.MUON
     allv = {f: allv[f].astype(spec[f]) for f in spec}
@@ -117,9 +150,10 @@ def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: n
 
 
 def flash_events(arrays: Mapping, models: Mapping[str, FlashSimModel], k: int, g: np.random.Generator,
-                 tg: torch.Generator) -> dict:
+                 tg: torch.Generator, redraws: int = 0) -> dict:
     """The NanoAOD branches (see :func:`pipeline.io.write_nanoaod`) of the flash events of one
-    batch of gen events ``arrays`` (branches of :func:`pipeline.flashsim.conditions.needed_branches`)."""
+    batch of gen events ``arrays`` (branches of :func:`pipeline.flashsim.conditions.needed_branches`);
+    ``redraws``: ``flashsim.acceptance_redraws``."""
     n = len(arrays["event"])
     rep = np.repeat(np.arange(n), k)
     out: dict[str, object] = {}
@@ -131,7 +165,7 @@ def flash_events(arrays: Mapping, models: Mapping[str, FlashSimModel], k: int, g
         out[cname] = col[rep]
     collections, mpx, mpy = {}, 0.0, 0.0
     for obj in ("jets", "muons"):
-        collections[obj], px, py = _flash_objects(obj, models[obj], arrays, k, g, tg)
+        collections[obj], px, py = _flash_objects(obj, models[obj], arrays, k, g, tg, redraws)
         mpx, mpy = mpx + px, mpy + py
     jets, muons = nanoaod.add_cross_references(collections["jets"], collections["muons"])
     gphi = out["GenMET_phi"].astype(np.float64)
@@ -203,7 +237,7 @@ def flash_generate(
                 g = rng(cfg["seed"], "flash_generate", sample, fi, bi)
                 tg = torch.Generator().manual_seed(int_seed(cfg["seed"], "flash_generate", sample, fi, bi, "torch"))
                 t1 = time.perf_counter()
-                parts.append(flash_events(arrays, models, k, g, tg))
+                parts.append(flash_events(arrays, models, k, g, tg, fcfg["acceptance_redraws"]))
                 stats["time_flash_s"] += time.perf_counter() - t1
                 bar.update(len(arrays["event"]))
             events = {key: (ak.concatenate([p[key] for p in parts]) if isinstance(parts[0][key], ak.Array)

@@ -212,6 +212,11 @@ class FlashSimModel:
             return np.zeros((0, self.module.hparams.features), dtype=np.float32)
         return self.module.flow.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy()
 
+    @property
+    def has_fakes(self) -> bool:
+        """Whether :meth:`sample_fakes` can draw fakes (a flow, or a non-empty pool)."""
+        return self.fake is not None or (self.fake_pool is not None and len(self.fake_pool) > 0)
+
     @torch.no_grad()
     def sample_fakes(self, c: np.ndarray, generator: torch.Generator) -> np.ndarray:
         if self.fake is None:
