@@ -416,3 +416,45 @@ def test_oversampling_repeats_rows_of_rare_conditions_and_rejects_bad_columns():
     # drop_last may cut a few rows from the end of the shuffled epoch: compare with tolerance 1 batch
     assert abs(counts[train_rows].sum() - repeats[train_rows].sum()) < 16
     assert counts[train_rows][rare[train_rows]].mean() > 4 * counts[train_rows][~rare[train_rows]].mean()
+
+
+def test_categorical_targets_are_generated_by_a_calibrated_classifier():
+    """An integer target in ``categorical`` leaves the flow: a classifier on (c, continuous x) gives
+    its class, with the frequencies of the truth, including their dependence on the continuous x."""
+    from pipeline.flashsim.model import ObjectModule
+
+    g = np.random.default_rng(11)
+    n = 6000
+    c = g.normal(size=(n, 1)).astype(np.float32)
+    x0 = c[:, 0] + 0.3 * g.normal(size=n)
+    p_pos, p_neg = np.array([0.02, 0.08, 0.90]), np.array([0.15, 0.25, 0.60])
+    cls = np.where(x0 > 0, [g.choice(3, p=p_pos) for _ in range(n)], [g.choice(3, p=p_neg) for _ in range(n)])
+    x = np.column_stack([x0, cls + g.uniform(size=n)]).astype(np.float32)
+    torch.manual_seed(0)
+    module = ObjectModule(2, 1, flow={"transforms": 2, "bins": 6, "hidden": [32, 32]}, efficiency_hidden=[8],
+                          categorical={1: 3}, categorical_hidden=[32])
+    assert module.cont_idx == [0] and module.flow.x_std.mean.numel() == 1
+    module.fit_standardisation(x, c)
+    opt = torch.optim.Adam(module.parameters(), lr=1e-2)
+    xt, ct = torch.from_numpy(x), torch.from_numpy(c)
+    for _ in range(300):
+        opt.zero_grad()
+        loss = module.nll(xt, ct).mean()
+        loss.backward()
+        opt.step()
+    out = module.sample(ct, torch.Generator().manual_seed(3)).numpy()
+    np.testing.assert_array_equal(out, module.sample(ct, torch.Generator().manual_seed(3)).numpy())
+    frac = out[:, 1] - np.floor(out[:, 1])
+    assert np.all(frac == 0.5) and set(np.floor(out[:, 1]).astype(int)) <= {0, 1, 2}
+    for side, p in ((out[:, 0] > 0, p_pos), (out[:, 0] <= 0, p_neg)):
+        freq = np.bincount(np.floor(out[side, 1]).astype(int), minlength=3) / side.sum()
+        np.testing.assert_allclose(freq, p, atol=0.04)
+
+
+def test_categorical_config_names_an_integer_target():
+    from pipeline.errors import ConfigError
+    from pipeline.flashsim.train import _categorical
+
+    assert _categorical("muons", ["id_ord"]) == {pp.MUON_TARGETS.index("id_ord"): 3}
+    with pytest.raises(ConfigError, match="flashsim.muons.categorical: 'log_iso' is not an integer target"):
+        _categorical("muons", ["log_iso"])

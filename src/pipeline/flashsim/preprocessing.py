@@ -49,6 +49,10 @@ FAKE_JET_TARGETS = ("log_pt", "eta", "phi", "log_mass_over_pt", "logit_btag", "l
 FAKE_MUON_TARGETS = ("log_pt", "eta", "phi", "charge", "log_iso", "id_ord", "asinh_dxy", "asinh_dz",
                      "log_ip3d")
 
+#: Dequantised integer targets (``class + u``) and their number of classes: the ones a model may
+#: generate with a classifier instead of the flow (``flashsim.<obj>.categorical``).
+INTEGER_TARGETS = {"jets": {"jetid_ord": 3}, "muons": {"charge_flip": 2, "id_ord": 3}}
+
 #: Conditions (gen object + event context) per object, names of the encoded columns.
 JET_CONDITIONS = ("log_gen_pt", "gen_eta", "log_gen_mass", *(f"parton_{c}" for c in PARTON_CLASSES),
                   "hadron_c", "hadron_b", "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt",

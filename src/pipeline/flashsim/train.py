@@ -74,9 +74,11 @@ def _trainer(epochs: int, tracked, progress: bool, root: str | None):
 
 
 def _loaders(tensors: tuple[torch.Tensor, ...], batch_size: int, val_fraction: float, gen: np.random.Generator,
-             repeats: np.ndarray | None = None):
+             repeats: np.ndarray | None = None, redraw_x=None):
     """Seeded train/validation loaders. ``repeats`` (per row): how many times a training row is
-    used per epoch (:func:`_oversampling`); the validation rows are used once."""
+    used per epoch (:func:`_oversampling`); the validation rows are used once. ``redraw_x(rows)``:
+    the first tensor for the repeated rows with fresh dequantisation noise, so that the copies of a
+    row are not the same point (which a flow learns by heart)."""
     from torch.utils.data import DataLoader, TensorDataset
 
     n = len(tensors[0])
@@ -86,7 +88,10 @@ def _loaders(tensors: tuple[torch.Tensor, ...], batch_size: int, val_fraction: f
     if repeats is not None:
         tr = np.repeat(tr, repeats[tr])
     tg = torch.Generator().manual_seed(int(gen.integers(2**31)))
-    train = DataLoader(TensorDataset(*(t[tr] for t in tensors)), batch_size=batch_size, shuffle=True, generator=tg,
+    train_tensors = [t[tr] for t in tensors]
+    if repeats is not None and redraw_x is not None:
+        train_tensors[0] = redraw_x(tr)
+    train = DataLoader(TensorDataset(*train_tensors), batch_size=batch_size, shuffle=True, generator=tg,
                        drop_last=len(tr) > batch_size)
     valid = DataLoader(TensorDataset(*(t[val] for t in tensors)), batch_size=4 * batch_size) if n_val else None
     return train, valid
@@ -109,6 +114,18 @@ def _oversampling(obj: str, table: pd.DataFrame, factors: Mapping[str, int]) -> 
             raise ConfigError(f"flashsim.{obj}.oversample: '{column}' is not a boolean column (dtype {values.dtype})")
         reps[values] *= int(factor)
     return reps
+
+
+def _categorical(obj: str, names) -> dict[int, int]:
+    """``{target index: number of classes}`` of ``flashsim.<obj>.categorical``."""
+    allowed = pp.INTEGER_TARGETS[obj]
+    out = {}
+    for name in names:
+        if name not in allowed:
+            raise ConfigError(f"flashsim.{obj}.categorical: '{name}' is not an integer target of {obj} "
+                              f"(one of {sorted(allowed)})")
+        out[pp.TARGETS[obj].index(name)] = allowed[name]
+    return out
 
 
 def _event_ids(sample_files: Mapping[str, list[str]]) -> pd.DataFrame:
@@ -166,16 +183,25 @@ def train_object(
         log.warning("train_flow %s: dropping %d rows with non-finite encoded values", obj, int(bad.sum()))
         x, c, reco = x[~bad], c[~bad], reco[~bad]
         repeats = None if repeats is None else repeats[~bad]
+        table = table[~bad].reset_index(drop=True)
+
+    def redraw_x(rows: np.ndarray) -> torch.Tensor:
+        xr = np.zeros((len(rows), x.shape[1]), dtype=np.float32)
+        sel = reco[rows]
+        xr[sel] = pp.encode_targets(obj, table.iloc[rows[sel]], gen)
+        return torch.from_numpy(np.nan_to_num(xr))
 
     module = ObjectModule(len(pp.TARGETS[obj]), len(pp.CONDITIONS[obj]), flow=dict(ocfg["flow"]),
-                          efficiency_hidden=list(ocfg["efficiency_hidden"]), lr=float(ocfg["lr"]))
+                          efficiency_hidden=list(ocfg["efficiency_hidden"]), lr=float(ocfg["lr"]),
+                          categorical=_categorical(obj, ocfg.get("categorical") or []),
+                          categorical_hidden=list(ocfg.get("categorical_hidden") or [64, 64]))
     with torch.no_grad():  # start the efficiency net at the mean efficiency
         frac = float(np.clip(reco.mean(), 1e-4, 1 - 1e-4))
         module.efficiency.net[-1].bias.fill_(float(np.log(frac / (1 - frac))))
-    module.flow.x_std.fit(x[reco])
-    module.flow.c_std.fit(c)
+    module.fit_standardisation(x[reco], c)
     tensors = (torch.from_numpy(x), torch.from_numpy(c), torch.from_numpy(reco))
-    train_dl, val_dl = _loaders(tensors, int(ocfg["batch_size"]), float(fcfg["val_fraction"]), gen, repeats)
+    train_dl, val_dl = _loaders(tensors, int(ocfg["batch_size"]), float(fcfg["val_fraction"]), gen, repeats,
+                                redraw_x)
     trainer = _trainer(ocfg["epochs"], tracked, progress, work_dir)
     trainer.fit(module, train_dl, val_dl)
     metrics = {f"{k}": float(v) for k, v in trainer.callback_metrics.items()}
