@@ -160,6 +160,47 @@ def test_pyhf_closure_identical_and_shifted_inputs():
     assert out["flash"]["expected_significance"] > out["full"]["expected_significance"]
 
 
+def test_flash_mc_stat_equal_statistics_and_oversampled(cfg, vbf_file):
+    """The two flash MC-statistics conventions of pipeline.analysis.fit.templates on k copies of
+    each event: all copies selected, both give the single sample's variance; one copy of k
+    selected (the reco randomness averaged), the per-event variance is (w/k)^2 and the
+    equal-statistics one k (w/k)^2 = w^2 / k, a sample of the full size's expectation."""
+    cols, _, w = _independent_selection(vbf_file, cfg)
+    ids = np.arange(len(w))
+    k = 4
+    roles = {"s": "signal", "b": "background"}
+
+    def result(cols_, w_, ids_):
+        return processor.process_columns(cols_, w_, cfg["skim"], cfg["analysis"], event_ids=ids_)
+
+    one = result(cols, w, ids)
+    rep = {c: np.repeat(v, k) for c, v in cols.items()}
+    all_copies = result(rep, np.repeat(w / k, k), np.repeat(ids, k))
+    single = fit.templates({"s": one, "b": one}, roles, "m_mumu")
+    for mode in fit.MC_STAT:
+        t = fit.templates({"s": all_copies, "b": all_copies}, roles, "m_mumu", mc_stat=mode, copies=k)
+        np.testing.assert_allclose(t["background"][0], single["background"][0], rtol=1e-9)
+        np.testing.assert_allclose(t["background"][1], single["background"][1], rtol=1e-9)
+    first_only = result(cols, w / k, ids)  # one copy of k passes, weight w / k
+    ev = fit.templates({"s": first_only, "b": first_only}, roles, "m_mumu", mc_stat="events", copies=k)
+    eq = fit.templates({"s": first_only, "b": first_only}, roles, "m_mumu", mc_stat="equal_statistics", copies=k)
+    np.testing.assert_allclose(ev["background"][1], single["background"][1] / k**2, rtol=1e-9)
+    np.testing.assert_allclose(eq["background"][1], single["background"][1] / k, rtol=1e-9)
+    with pytest.raises(ValueError, match="mc_stat"):
+        fit.templates({"s": one, "b": one}, roles, "m_mumu", mc_stat="other")
+
+
+def test_closure_reports_the_oversampled_flash_model():
+    t = _templates([1, 2, 5, 10], [100, 50, 20, 5], rel_err=0.2)
+    precise = _templates([1, 2, 5, 10], [100, 50, 20, 5], rel_err=0.05)  # smaller MC uncertainty
+    out = fit.closure(t, copy.deepcopy(t), flash_oversampled=precise)
+    assert out["significance_relative_difference"] == pytest.approx(0.0, abs=1e-9)
+    o = out["flash_oversampled"]
+    assert o["expected_significance"] > out["flash"]["expected_significance"]
+    assert o["significance_relative_difference"] > 0
+    assert o["background_mc_stat_error"] < out["flash"]["background_mc_stat_error"]
+
+
 def test_compare_writes_yields_and_plots(cfg, vbf_file, futures_result, tmp_path):
     res, full_path = futures_result
     flash_path = tmp_path / "flash.coffea"

@@ -3,11 +3,21 @@
 Model (one per simulation type): one channel, the signal region; templates of ``analysis.fit.variable``
 (the DisCo score or m_mumu) from the analysis histograms: signal = the samples with role signal,
 background = the sum of the background samples; signal scaled by the normfactor ``mu``; MC
-statistical uncertainties as Barlow-Beeston-lite ``staterror`` (sqrt(sum w^2) per bin, scaled per
-sample by the region's ``sumw2_events / sumw2`` so that FlashSim's k copies of a generator event
-count as one independent event). Bins
+statistical uncertainties as Barlow-Beeston-lite ``staterror`` (sqrt(sum w^2) per bin). Bins
 without background in either simulation are dropped (the same bins for both models, so that
 each model can be fitted to the other's data).
+
+FlashSim's MC statistical uncertainty, two ways (``mc_stat`` of :func:`templates`):
+
+- ``flash`` (the closure test): *equal statistics*, k x sum w^2 per bin for k flash copies of
+  weight w/k per gen event: the variance a flash sample of the full simulation's size (one reco
+  event per gen event) has, in expectation the full simulation's own. The closure then compares
+  the two simulations, not the two sample sizes.
+- ``flash_oversampled``: the flash sample's own uncertainty, per event number (the k copies of a
+  gen event summed before squaring: ``sumw2_events / sumw2`` of the region per sample). The k
+  copies average out the reco-level randomness, so this is smaller than the full simulation's
+  (the point of oversampling); where MC statistics dominate the expected significance (the
+  laptop config: ~40 background MC events in the signal region) flash then gives a larger one.
 
 Per model, on its own Asimov data (mu = 1):
 
@@ -44,11 +54,18 @@ def _pyhf():
     return pyhf
 
 
+MC_STAT = ("events", "equal_statistics")
+
+
 def templates(results: Mapping[str, Mapping], roles: Mapping[str, str], variable: str,
-              region: str = "signal", rebin: int = 1) -> dict:
+              region: str = "signal", rebin: int = 1, mc_stat: str = "events", copies: int = 1) -> dict:
     """Signal and background templates (values, variances, edges) of ``variable`` in ``region``
     from ``{sample: analysis result}``; ``roles``: ``{sample: "signal" | "background"}``;
-    ``rebin`` adjacent bins merged (must divide the number of bins)."""
+    ``rebin`` adjacent bins merged (must divide the number of bins). ``mc_stat`` (see the module
+    docstring): ``"events"`` (variance per event number) or ``"equal_statistics"`` (``copies`` x
+    sum w^2, ``copies`` = FlashSim's k; 1 for the full simulation, where both are sum w^2)."""
+    if mc_stat not in MC_STAT:
+        raise ValueError(f"mc_stat is {mc_stat!r}; expected one of {MC_STAT}")
     sums = {"signal": None, "background": None}
     edges = None
     for sample, res in results.items():
@@ -59,7 +76,9 @@ def templates(results: Mapping[str, Mapping], roles: Mapping[str, str], variable
         role = roles[sample]
         v, var = np.asarray(h.values(), float), np.asarray(h.variances(), float)
         y = res["yields"][region]
-        if y.get("sumw2_events") and y["sumw2"] > 0:  # FlashSim copies: per-event variance of the region
+        if mc_stat == "equal_statistics":
+            var = var * float(copies)
+        elif y.get("sumw2_events") and y["sumw2"] > 0:  # FlashSim copies: per-event variance of the region
             var = var * (y["sumw2_events"] / y["sumw2"])
         if sums[role] is None:
             sums[role] = [v.copy(), var.copy()]
@@ -149,18 +168,25 @@ def expected_significance(model, data=None) -> dict:
     return {"p0": p0, "expected_significance": float(norm.isf(p0))}
 
 
-def closure(full: Mapping, flash: Mapping, mu_bounds: Sequence[float] = DEFAULT_MU_BOUNDS) -> dict:
-    """The closure test of the two template sets (see module docstring)."""
+def _summary(model, data, t: Mapping, keep: np.ndarray, mu_bounds) -> dict:
+    return {**expected_significance(model, data), **fit_mu(model, data, mu_bounds),
+            "expected_significance_stat_only": stat_only_significance(t, keep),
+            "signal_yield": float(t["signal"][0][keep].sum()),
+            "background_yield": float(t["background"][0][keep].sum()),
+            "background_mc_stat_error": float(np.sqrt(t["background"][1][keep].sum()))}
+
+
+def closure(full: Mapping, flash: Mapping, mu_bounds: Sequence[float] = DEFAULT_MU_BOUNDS,
+            flash_oversampled: Mapping | None = None) -> dict:
+    """The closure test of the two template sets (see module docstring); with
+    ``flash_oversampled`` (the flash templates with their own MC statistical uncertainty) also
+    its expected significance and mu uncertainty under ``flash_oversampled``."""
     keep = common_bins(full, flash)
     models = {"full": _model(model_spec(full, keep)), "flash": _model(model_spec(flash, keep))}
     data = {k: asimov(m) for k, m in models.items()}
     out: dict = {"bins_used": int(keep.sum()), "bin_edges": full["edges"].tolist(), "bins_kept": keep.tolist()}
     for k, m in models.items():
-        t = full if k == "full" else flash
-        out[k] = {**expected_significance(m, data[k]), **fit_mu(m, data[k], mu_bounds),
-                  "expected_significance_stat_only": stat_only_significance(t, keep),
-                  "signal_yield": float(t["signal"][0][keep].sum()),
-                  "background_yield": float(t["background"][0][keep].sum())}
+        out[k] = _summary(m, data[k], full if k == "full" else flash, keep, mu_bounds)
     n_main = {k: m.config.nmaindata for k, m in models.items()}
     out["cross"] = {}
     for mk, dk in (("full", "flash"), ("flash", "full")):
@@ -169,25 +195,35 @@ def closure(full: Mapping, flash: Mapping, mu_bounds: Sequence[float] = DEFAULT_
         out["cross"][f"{mk}_model_on_{dk}_asimov"] = fit_mu(m, d, mu_bounds)
     zf, zg = out["full"]["expected_significance"], out["flash"]["expected_significance"]
     out["significance_relative_difference"] = (zg - zf) / zf if zf else float("nan")
+    if flash_oversampled is not None:
+        m = _model(model_spec(flash_oversampled, keep))
+        out["flash_oversampled"] = _summary(m, asimov(m), flash_oversampled, keep, mu_bounds)
+        zo = out["flash_oversampled"]["expected_significance"]
+        out["flash_oversampled"]["significance_relative_difference"] = (zo - zf) / zf if zf else float("nan")
     return out
 
 
 def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Mapping[str, str],
-        fit_cfg: Mapping, out_json: str) -> dict:
+        fit_cfg: Mapping, out_json: str, copies: int = 1) -> dict:
     """Load the analysis outputs, run :func:`closure` with ``analysis.fit`` (``variable``,
-    ``rebin``, ``mu_bounds``) and write ``fit.json``."""
+    ``rebin``, ``mu_bounds``) and write ``fit.json``; ``copies``: FlashSim's oversampling k."""
     from pipeline.analysis.runner import load_result
 
     try:
         variable, rebin, mu_bounds = fit_cfg["variable"], fit_cfg["rebin"], fit_cfg["mu_bounds"]
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"config key 'analysis.fit.{exc.args[0] if exc.args else ''}' is missing") from None
-    tf = templates({s: load_result(p) for s, p in full_paths.items()}, roles, variable, rebin=rebin)
-    tg = templates({s: load_result(p) for s, p in flash_paths.items()}, roles, variable, rebin=rebin)
-    out = {"variable": variable, "rebin": int(rebin), **closure(tf, tg, mu_bounds)}
+    full = {s: load_result(p) for s, p in full_paths.items()}
+    flash = {s: load_result(p) for s, p in flash_paths.items()}
+    tf = templates(full, roles, variable, rebin=rebin)
+    tg = templates(flash, roles, variable, rebin=rebin, mc_stat="equal_statistics", copies=copies)
+    to = templates(flash, roles, variable, rebin=rebin, mc_stat="events")
+    out = {"variable": variable, "rebin": int(rebin), "flash_copies": int(copies),
+           **closure(tf, tg, mu_bounds, flash_oversampled=to)}
     io.write_json(out_json, out)
-    log.info("expected significance full %.3f, flash %.3f; mu uncertainty full %.3f, flash %.3f",
+    log.info("expected significance full %.3f, flash %.3f (oversampled: %.3f); mu uncertainty full %.3f, flash %.3f",
              out["full"]["expected_significance"], out["flash"]["expected_significance"],
+             out["flash_oversampled"]["expected_significance"],
              out["full"]["mu_uncertainty"], out["flash"]["mu_uncertainty"])
     return out
 
@@ -202,9 +238,9 @@ def fit_rule(smk) -> None:
     with tracking.tracked_run(cfg["mlflow"], "analysis", "analysis_fit",
                               **runner.provenance(smk, params={"fit": cfg["analysis"]["fit"]})) as run:
         out = fit(dict(zip(samples, smk.input.full, strict=True)), dict(zip(samples, smk.input.flash, strict=True)),
-                  roles, cfg["analysis"]["fit"], smk.output.fit)
+                  roles, cfg["analysis"]["fit"], smk.output.fit, copies=int(cfg["flashsim"]["oversampling_k"]))
         metrics = {"significance_relative_difference": out["significance_relative_difference"]}
-        for k in ("full", "flash"):
+        for k in ("full", "flash", "flash_oversampled"):
             for m in ("expected_significance", "mu_uncertainty", "signal_yield", "background_yield"):
                 if out[k][m] is not None:
                     metrics[f"{k}.{m}"] = out[k][m]
