@@ -76,10 +76,15 @@ def yields_table(yields: Mapping) -> str:
 def fit_table(fit: Mapping) -> str:
     """The fit.json table: one column per simulation, then the cross fits."""
     keys = ["expected_significance", "expected_significance_stat_only", "p0", "mu_uncertainty",
-            "signal_yield", "background_yield"]
-    rows = [[k, fit["full"].get(k), fit["flash"].get(k)] for k in keys]
+            "signal_yield", "background_yield", "background_mc_stat_error"]
+    over = fit.get("flash_oversampled") or {}
+    rows = [[k, fit["full"].get(k), fit["flash"].get(k), over.get(k)] for k in keys]
+    rows.append(["significance relative to full", 0.0, fit.get("significance_relative_difference"),
+                 over.get("significance_relative_difference")])
     body = _table(f"pyhf closure: templates of {fit.get('variable')} in the signal region "
-                  f"({fit.get('bins_used')} bins)", ["quantity", "full", "flash"], rows)
+                  f"({fit.get('bins_used')} bins); flash at the full simulation's MC statistics, and with "
+                  f"its own ({fit.get('flash_copies', 1)} copies per gen event)",
+                  ["quantity", "full", "flash", "flash (oversampled MC stat.)"], rows)
     cross = [[name, c["mu"], c["mu_uncertainty"]] for name, c in fit.get("cross", {}).items()]
     body += "<br>" + _table("Cross fits to the other simulation's Asimov data (expected mu = 1)",
                             ["fit", "mu", "uncertainty"], cross)
