@@ -472,6 +472,7 @@ def test_muon_training_table_by_hand(hand_file, tmp_path):
     assert df["gen_isPrompt"].tolist() == [True, True, False, False]
     assert df["gen_fromHadron"].tolist() == [False, False, True, False]
     assert df["gen_fromPromptTau"].tolist() == [False, False, False, True]
+    assert df["gen_flight_cm"].tolist() == [0.0, 0.0, 0.0, 0.0]  # no mothers stored in this file
     assert df["is_reconstructed"].tolist() == [True, True, False, True]
     assert df["reco_pt"].tolist()[:2] == [39.0, 29.0] and np.isnan(df["reco_pt"][2])
     assert df["reco_charge"].tolist() == [-1, 1, -1, 1]
@@ -689,3 +690,21 @@ def test_skim_on_real_nanoaod(tmp_path):
     runs_sumw = io.read_runs(real)["genEventSumw"]
     assert flow["sum_genWeight"] == pytest.approx(runs_sumw, rel=1e-9)
     assert runs_sumw > np.asarray(arrays["genWeight"], dtype=np.float64).sum()
+
+
+def test_ancestor_flight_sums_the_weakly_decaying_chain():
+    """B+ -> D0 -> mu: pT/m c tau of both; a copy (B+ -> B+) flies once; a Z mother adds
+    nothing; a D0 stored without mass (CMS NanoAOD) gets the PDG mass."""
+    from pipeline.samples.detsim import CTAU_CM
+
+    # event 0: [B+ copy, B+, D0, mu from D0, Z, mu from Z]; event 1: [D0 massless, mu]
+    counts = np.array([6, 2])
+    pdg = np.array([521, 521, 421, 13, 23, -13, 421, 13])
+    pt = np.array([20.0, 20.0, 12.0, 5.0, 30.0, 40.0, 6.0, 3.0])
+    mass = np.array([5.279, 5.279, 1.865, 0.106, 91.2, 0.106, 0.0, 0.106])
+    mother = np.array([-1, 0, 1, 2, -1, 4, -1, 0])
+    flight = skim.ancestor_flight_cm(counts, pdg, pt, mass, mother, np.array([3, 5, 7]))
+    expected_b_d = 20.0 / 5.279 * CTAU_CM[521] + 12.0 / 1.865 * CTAU_CM[421]
+    assert flight[0] == pytest.approx(expected_b_d)
+    assert flight[1] == 0.0
+    assert flight[2] == pytest.approx(6.0 / skim.PDG_MASS_GEV[421] * CTAU_CM[421])

@@ -78,6 +78,8 @@ MUON_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "gen_isPrompt": ("", "statusFlags bit isPrompt"),
     "gen_fromHadron": ("", "not isPrompt and not isPromptTauDecayProduct (hadron decays, direct or via tau)"),
     "gen_fromPromptTau": ("", "statusFlags bit isPromptTauDecayProduct"),
+    "gen_flight_cm": ("cm", "expected transverse flight of the weakly decaying GenPart ancestors (B, D, tau, ...): "
+                            "sum of pT/m c tau (PDG lifetimes); 0 for prompt muons"),
     "ctx_n_genjets": ("", "number of GenJets in the event"),
     "ctx_nearest_genjet_dr": ("", f"dR to the nearest GenJet ({NO_NEIGHBOUR_DR} if none); GenJets "
                               "include muons, so an isolated muon above the GenJet threshold is its own jet"),
@@ -426,7 +428,7 @@ def _skim_sample(files, outputs, sample, sample_cfg, skim_cfg, luminosity_fb, pr
 # --------------------------------------------------------------------------------------------
 # training tables
 # --------------------------------------------------------------------------------------------
-_GENPART_FIELDS = ("pt", "eta", "phi", "pdgId", "status", "statusFlags")
+_GENPART_FIELDS = ("pt", "eta", "phi", "mass", "pdgId", "status", "statusFlags", "genPartIdxMother")
 _GENJET_CTX_FIELDS = ("pt", "eta", "phi")
 
 
@@ -564,11 +566,15 @@ def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarra
     """Per final-state gen muon in ``acceptance``: the condition columns of
     :data:`MUON_TABLE_COLUMNS`, ``ev`` and ``idx`` (the GenPart index)."""
     gj = io.collection(arrays, "GenJet", ("pt", "eta", "phi"))
-    gp = io.collection(arrays, "GenPart", ("pt", "eta", "phi", "pdgId", "status", "statusFlags"))
+    gp = io.collection(arrays, "GenPart", ("pt", "eta", "phi", "mass", "pdgId", "status", "statusFlags",
+                                           "genPartIdxMother"))
     n_gp = _np(ak.num(gp, axis=1), np.int64)
     is_mu = (abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)
     acc = is_mu & (gp["pt"] > acceptance["gen_pt_min_gev"]) & (abs(gp["eta"]) < acceptance["gen_abs_eta_max"])
     acc_flat = _np(ak.flatten(acc), bool)
+    flight = ancestor_flight_cm(n_gp, _np(ak.flatten(gp["pdgId"]), np.int64), _np(ak.flatten(gp["pt"]), np.float64),
+                                _np(ak.flatten(gp["mass"]), np.float64),
+                                _np(ak.flatten(gp["genPartIdxMother"]), np.int64), np.flatnonzero(acc_flat))
     ev = np.repeat(np.arange(len(n_gp)), n_gp)[acc_flat]
     cand = gp[acc]
     out = {f"gen_{f}": _np(ak.flatten(cand[f]), nanoaod.GENPART[f]) for f in ("pt", "eta", "phi")}
@@ -580,6 +586,7 @@ def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarra
     out["gen_isPrompt"] = prompt
     out["gen_fromHadron"] = ~prompt & ~prompt_tau
     out["gen_fromPromptTau"] = prompt_tau
+    out["gen_flight_cm"] = flight.astype(np.float32)
     dr_mj, pt_mj, sum04 = _nearest(cand, gj, cone=0.4)
     out.update({
         "ctx_n_genjets": _np(ak.num(gj, axis=1), np.int32)[ev],
@@ -632,6 +639,51 @@ def _muon_chunk(arrays, tcfg, ids) -> tuple[dict, dict, dict]:
     rows.update(_ids(ids, ev_gen))
     fakes, mult = _fake_rows("muons", arrays, muons, valid, gj, ids)
     return rows, fakes, {"duplicate_matches": dup, "fake_multiplicity": mult}
+
+
+#: PDG masses [GeV] of the weakly decaying species of the lifetime table, for GenPart entries
+#: without a stored mass.
+PDG_MASS_GEV = {
+    15: 1.77686, 411: 1.86966, 421: 1.86484, 431: 1.96835, 4122: 2.28646, 4132: 2.47044, 4232: 2.46771,
+    4332: 2.6952, 511: 5.27966, 521: 5.27934, 531: 5.36688, 541: 6.27447, 5122: 5.6196, 5132: 5.7970,
+    5232: 5.7919, 5332: 6.0452, 211: 0.13957, 321: 0.49368, 130: 0.49761, 310: 0.49761, 3122: 1.11568,
+    3222: 1.18937, 3112: 1.19745, 3312: 1.32171, 3322: 1.31486, 3334: 1.67245,
+}
+
+
+def ancestor_flight_cm(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, mass: np.ndarray,
+                       mother_local: np.ndarray, start: np.ndarray) -> np.ndarray:
+    """Expected transverse flight [cm] of the weakly decaying ancestors of GenPart entries
+    ``start`` (flat indices into the flattened GenPart arrays, ``counts`` per event): the sum over
+    the mother chain of pT/m c tau, with the PDG lifetimes of the reference simulation's table
+    (:data:`pipeline.samples.detsim.CTAU_CM`); a copy of a particle (same pdgId as its mother)
+    flies once. What the impact parameters of a non-prompt muon scale with. A mass that is not
+    stored (CMS NanoAOD writes 0 for e.g. D0 and pi+) is taken from :data:`PDG_MASS_GEV`."""
+    from pipeline.samples.detsim import CTAU_CM, MAX_ANCESTRY_DEPTH
+
+    offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
+    evt = np.repeat(np.arange(len(counts)), counts)
+    mother = np.where(mother_local >= 0, offsets[evt] + mother_local, -1) if len(evt) else mother_local
+    apdg = np.abs(pdg)
+    codes = np.array(sorted(CTAU_CM))
+    pos = np.clip(np.searchsorted(codes, apdg), 0, len(codes) - 1)
+    known = codes[pos] == apdg
+    ctau = np.where(known, np.array([CTAU_CM[c] for c in codes])[pos], 0.0)
+    pdg_mass = np.array([PDG_MASS_GEV.get(int(c), 1.0) for c in codes])[pos]
+    mass = np.where(mass > 0, mass, np.where(known, pdg_mass, 1.0))
+    out = np.zeros(len(start))
+    cur = mother[start] if len(start) else np.zeros(0, dtype=np.int64)
+    for _ in range(MAX_ANCESTRY_DEPTH):
+        alive = np.flatnonzero(cur >= 0)
+        if not len(alive):
+            break
+        a = cur[alive]
+        ma = mother[a]
+        copy = (ma >= 0) & (apdg[np.maximum(ma, 0)] == apdg[a])
+        out[alive] += np.where(copy, 0.0, pt[a] / np.maximum(mass[a], 1e-3) * ctau[a])
+        cur = np.full(len(start), -1, dtype=np.int64)
+        cur[alive] = ma
+    return out
 
 
 def _nearest_other(cand, genmu, gp, acc, is_mu) -> np.ndarray:

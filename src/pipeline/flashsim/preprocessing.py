@@ -33,6 +33,7 @@ from pipeline import nanoaod
 from pipeline.errors import MissingColumnError
 
 EPS_SCORE = 1e-6
+FLIGHT_FLOOR_CM = 1e-4  # log(flight + 1 um): prompt muons (flight 0) sit at log(1e-4)
 ISO_OFFSET = 1e-3
 IP_SCALE_CM = 1e-3  # 10 um
 MUON_MASS_GEV = 0.10566
@@ -58,7 +59,7 @@ JET_CONDITIONS = ("log_gen_pt", "gen_eta", "log_gen_mass", *(f"parton_{c}" for c
                   "hadron_c", "hadron_b", "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt",
                   "log_nearest_genmuon_dr", "log_genmet_pt")
 MUON_CONDITIONS = ("log_gen_pt", "gen_eta", "gen_charge", "gen_isPrompt", "gen_fromHadron", "gen_fromPromptTau",
-                   "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt", "log_genjet_sumpt_dr04",
+                   "log_gen_flight", "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt", "log_genjet_sumpt_dr04",
                    "log_nearest_genmuon_dr", "log_genmet_pt")
 FAKE_CONDITIONS = ("n_genjets", "log_genmet_pt", "n_fakes")
 
@@ -66,7 +67,7 @@ FAKE_CONDITIONS = ("n_genjets", "log_genmet_pt", "n_fakes")
 JET_CONDITION_COLUMNS = ("gen_pt", "gen_eta", "gen_mass", "gen_partonFlavour", "gen_hadronFlavour", "ctx_n_genjets",
                          "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_nearest_genmuon_dr", "ctx_genmet_pt")
 MUON_CONDITION_COLUMNS = ("gen_pt", "gen_eta", "gen_charge", "gen_isPrompt", "gen_fromHadron", "gen_fromPromptTau",
-                          "ctx_n_genjets", "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genjet_sumpt_dr04",
+                          "gen_flight_cm", "ctx_n_genjets", "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genjet_sumpt_dr04",
                           "ctx_nearest_genmuon_dr", "ctx_genmet_pt")
 FAKE_CONDITION_COLUMNS = ("ctx_n_genjets", "ctx_genmet_pt", "ctx_n_fakes")
 
@@ -139,7 +140,7 @@ def encode_conditions(obj: str, table: Mapping) -> np.ndarray:
         out = np.column_stack([*cols, onehot, *extra, *rest])
     else:
         cols = [np.log(np.maximum(c["gen_pt"], 1e-3)), c["gen_eta"], c["gen_charge"], c["gen_isPrompt"],
-                c["gen_fromHadron"], c["gen_fromPromptTau"]]
+                c["gen_fromHadron"], c["gen_fromPromptTau"], np.log(c["gen_flight_cm"] + FLIGHT_FLOOR_CM)]
         rest = [*common, np.log1p(c["ctx_genjet_sumpt_dr04"]), np.log(c["ctx_nearest_genmuon_dr"] + 1e-3),
                 np.log1p(c["ctx_genmet_pt"])]
         out = np.column_stack([*cols, *rest])
