@@ -458,3 +458,14 @@ def test_categorical_config_names_an_integer_target():
     assert _categorical("muons", ["id_ord"]) == {pp.MUON_TARGETS.index("id_ord"): 3}
     with pytest.raises(ConfigError, match="flashsim.muons.categorical: 'log_iso' is not an integer target"):
         _categorical("muons", ["log_iso"])
+
+
+def test_checkpoint_of_another_encoding_is_one_clear_error(trained, tmp_path):
+    from pipeline.errors import InputFileError
+
+    state = torch.load(trained["models"]["muons"], weights_only=False)
+    state["meta"]["targets"] = [t.replace("asinh_ip3d", "log_ip3d") for t in state["meta"]["targets"]]
+    old = tmp_path / "old_muons.pt"
+    torch.save(state, old)
+    with pytest.raises(InputFileError, match=r"old_muons.pt: FlashSim muons model was trained with targets .*retrain"):
+        FlashSimModel.load(old)

@@ -210,6 +210,20 @@ class FakeMultiplicity:
         return self.probs @ np.arange(self.probs.shape[1])
 
 
+def _check_encoding(path: Path, state: Mapping) -> None:
+    """A checkpoint is only usable with the encoding it was trained with (model columns and
+    conditions of :mod:`pipeline.flashsim.preprocessing`)."""
+    from pipeline.flashsim import preprocessing as pp
+
+    obj, meta = state.get("object"), state.get("meta") or {}
+    if obj not in pp.TARGETS:
+        raise InputFileError(f"{path}: FlashSim model of unknown object {obj!r} (expected one of {sorted(pp.TARGETS)})")
+    for key, now in (("targets", pp.TARGETS[obj]), ("conditions", pp.CONDITIONS[obj])):
+        if list(meta.get(key, [])) != list(now):
+            raise InputFileError(f"{path}: FlashSim {obj} model was trained with {key} {list(meta.get(key, []))}, "
+                                 f"this version encodes {list(now)}; retrain it (snakemake results/models/flashsim/{obj}.pt)")
+
+
 class FlashSimModel:
     """Everything FlashSim needs for one object type: efficiency, flow, fakes, their settings."""
 
@@ -259,6 +273,7 @@ class FlashSimModel:
         if state["fake"] is not None:
             fake = FakeModule(**state["fake"]["hparams"])
             fake.load_state_dict(state["fake"]["state_dict"])
+        _check_encoding(path, state)
         pool = state.get("fake_pool")
         return cls(state["object"], module, fake, FakeMultiplicity(state["multiplicity"].numpy()), state["meta"],
                    None if pool is None else pool.numpy())

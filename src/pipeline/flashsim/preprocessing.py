@@ -16,7 +16,8 @@ splines act on [-5, 5]; outside they are the identity, so standardise first):
 * integers and booleans (``nConstituents``, ``jetId``, charge flip, IDs): dequantised, ``k + u`` with
   ``u ~ U(0, 1)``, and floored back (``nConstituents`` as ``log(k + u)``);
 * ``pfRelIso04_all``: ``log(iso + 1e-3)``, with iso = 0 dequantised just below ``log(1e-3)``; ``dxy``, ``dz``: ``asinh(x / 10 um)``, signed and log-like
-  in the tails; ``ip3d``: ``log(ip3d)``.
+  in the tails; ``ip3d`` the same (``log(ip3d)`` put the non-prompt tail beyond 0.3 cm outside
+  the splines' [-5, 5] after standardisation, where a flow is the identity and the tail is lost).
 
 Conditions are encoded the same way (logs of pT and distances, one-hot flavours) and standardised by
 the model. Encoders return ``float32`` matrices; decoders return contract dtypes
@@ -44,11 +45,11 @@ PARTON_CLASSES = ("unknown", "light", "charm", "bottom", "gluon")
 JET_TARGETS = ("log_pt_ratio", "deta", "dphi", "log_mass_ratio", "logit_btag", "logit_qgl",
                "log_nconst", "jetid_ord")
 MUON_TARGETS = ("log_pt_ratio", "deta", "dphi", "charge_flip", "log_iso", "id_ord", "asinh_dxy",
-                "asinh_dz", "log_ip3d")
+                "asinh_dz", "asinh_ip3d")
 FAKE_JET_TARGETS = ("log_pt", "eta", "phi", "log_mass_over_pt", "logit_btag", "logit_qgl", "log_nconst",
                     "jetid_ord")
 FAKE_MUON_TARGETS = ("log_pt", "eta", "phi", "charge", "log_iso", "id_ord", "asinh_dxy", "asinh_dz",
-                     "log_ip3d")
+                     "asinh_ip3d")
 
 #: Dequantised integer targets (``class + u``) and their number of classes: the ones a model may
 #: generate with a classifier instead of the flow (``flashsim.<obj>.categorical``).
@@ -201,7 +202,7 @@ def _muon_common(t: Mapping, rng: np.random.Generator, what: str) -> dict:
         "id_ord": medium.astype(np.float64) + (medium & tight) + rng.uniform(size=n),
         "asinh_dxy": np.arcsinh(_col(t, "reco_dxy", what).astype(np.float64) / IP_SCALE_CM),
         "asinh_dz": np.arcsinh(_col(t, "reco_dz", what).astype(np.float64) / IP_SCALE_CM),
-        "log_ip3d": np.log(np.abs(_col(t, "reco_ip3d", what).astype(np.float64)) + 1e-6),
+        "asinh_ip3d": np.arcsinh(np.abs(_col(t, "reco_ip3d", what).astype(np.float64)) / IP_SCALE_CM),
     }
 
 
@@ -262,7 +263,7 @@ def _decode_muon_common(x: dict) -> dict:
         "tightId": id_ord >= 2,
         "dxy": (np.sinh(x["asinh_dxy"]) * IP_SCALE_CM).astype(np.float32),
         "dz": (np.sinh(x["asinh_dz"]) * IP_SCALE_CM).astype(np.float32),
-        "ip3d": np.exp(x["log_ip3d"]).astype(np.float32),
+        "ip3d": np.abs(np.sinh(x["asinh_ip3d"]) * IP_SCALE_CM).astype(np.float32),
     }
 
 
