@@ -151,6 +151,10 @@ def test_pyhf_closure_identical_and_shifted_inputs():
     assert out["full"]["expected_significance"] > 1.0
     assert out["full"]["expected_significance"] <= out["full"]["expected_significance_stat_only"] + 1e-6
     assert 0 < out["full"]["mu_uncertainty"] < 1.0
+    lo, hi = out["full"]["mu_interval"]
+    assert lo < 1.0 < hi and not out["full"]["mu_interval_at_bound"]
+    # a well-constrained model is near-Gaussian: the profile width agrees with HESSE's
+    assert out["full"]["mu_uncertainty"] == pytest.approx(out["full"]["mu_uncertainty_hesse"], rel=0.1)
     for c in out["cross"].values():
         assert c["mu"] == pytest.approx(1.0, abs=1e-3)
     # flash with 30 % more signal: the full model fitted to flash's Asimov data finds mu ~ 1.3

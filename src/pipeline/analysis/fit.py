@@ -23,7 +23,8 @@ Per model, on its own Asimov data (mu = 1):
 
 - ``expected_significance``: Z = Phi^-1(1 - p0), p0 of the discovery test (``q0``, asymptotic
   formulae, ``pyhf.infer.hypotest(0, asimov, test_stat="q0")``)
-- ``mu_uncertainty``: the HESSE uncertainty of mu in the MINUIT fit to the Asimov data
+- ``mu_uncertainty``: the profile-likelihood uncertainty of mu in the fit to the Asimov data
+  (half the width of -2 Delta ln L < 1; HESSE's in ``mu_uncertainty_hesse``)
 - ``expected_significance_stat_only``: the Asimov formula without MC statistical uncertainties
   (what the model would give with infinite MC statistics), to separate the two effects
 
@@ -140,16 +141,55 @@ def _bounds(model, mu_bounds):
 
 
 def fit_mu(model, data: Sequence[float], mu_bounds: Sequence[float] = DEFAULT_MU_BOUNDS) -> dict:
-    """Best-fit mu (MINUIT, all nuisance parameters free) and its uncertainty (HESSE)."""
+    """Best-fit mu (MINUIT, all nuisance parameters free); its uncertainty from the profile
+    likelihood (half the width of the interval where -2 Delta ln L < 1, MINOS-like: where MC
+    statistics dominate the likelihood is far from parabolic and HESSE's curvature at the minimum
+    is not a reliable width), and HESSE's for reference. An interval edge beyond the mu bounds is
+    taken at the bound (``mu_interval_at_bound``)."""
     pyhf = _pyhf()
     lo_b, hi_b = float(mu_bounds[0]), float(mu_bounds[1])
     if not lo_b < 1.0 < hi_b:
         raise ConfigError(f"analysis.fit.mu_bounds is {list(mu_bounds)}; expected lo < 1 < hi")
-    pars = pyhf.infer.mle.fit(np.asarray(data, float), model, par_bounds=_bounds(model, (lo_b, hi_b)),
-                              return_uncertainties=True)
+    data = np.asarray(data, float)
+    bounds = _bounds(model, (lo_b, hi_b))
+    pars, nll_min = pyhf.infer.mle.fit(data, model, par_bounds=bounds, return_uncertainties=True,
+                                       return_fitted_val=True)
     poi = model.config.poi_index
     mu, err = float(pars[poi][0]), float(pars[poi][1])
-    return {"mu": mu, "mu_uncertainty": err, "mu_at_bound": bool(min(mu - lo_b, hi_b - mu) < 1e-3 * (hi_b - lo_b))}
+
+    def above(m: float) -> bool:  # -2 Delta ln L(m) > 1 (a fit that fails there: unphysical, outside)
+        try:
+            _, nll = pyhf.infer.mle.fixed_poi_fit(m, data, model, par_bounds=bounds, return_fitted_val=True)
+        except pyhf.exceptions.FailedMinimization:
+            return True
+        return float(nll - nll_min) > 1.0
+
+    step = max(err if np.isfinite(err) and err > 0 else 1.0, 1e-3 * (hi_b - lo_b))
+    edges, at_bound = [], False
+    for bound, sign in ((lo_b, -1.0), (hi_b, 1.0)):
+        inside, probe = mu, mu + sign * step
+        while True:  # bracket: expand by doubling until outside or at the bound
+            probe = min(max(probe, lo_b), hi_b)
+            if above(probe):
+                break
+            inside = probe
+            if probe == bound:
+                break
+            probe = mu + 2 * (probe - mu)
+        if inside == bound:
+            edges.append(bound)
+            at_bound = True
+            continue
+        for _ in range(20):  # bisection to 1e-6 of the bracket
+            mid = 0.5 * (inside + probe)
+            if above(mid):
+                probe = mid
+            else:
+                inside = mid
+        edges.append(0.5 * (inside + probe))
+    return {"mu": mu, "mu_uncertainty": 0.5 * (edges[1] - edges[0]), "mu_interval": edges,
+            "mu_interval_at_bound": at_bound, "mu_uncertainty_hesse": err,
+            "mu_at_bound": bool(min(mu - lo_b, hi_b - mu) < 1e-3 * (hi_b - lo_b))}
 
 
 def stat_only_significance(t: Mapping, keep: np.ndarray) -> float:
