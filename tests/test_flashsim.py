@@ -469,3 +469,27 @@ def test_checkpoint_of_another_encoding_is_one_clear_error(trained, tmp_path):
     torch.save(state, old)
     with pytest.raises(InputFileError, match=r"old_muons.pt: FlashSim muons model was trained with targets .*retrain"):
         FlashSimModel.load(old)
+
+
+def test_repeated_rows_get_fresh_dequantisation_noise():
+    """With ``redraw_x`` the copies of a repeated training row carry their own x (fresh
+    dequantisation), the validation rows keep the original one."""
+    from pipeline.flashsim.train import _loaders
+
+    n = 50
+    base = torch.zeros(n, 1)
+    g = np.random.default_rng(0)
+    redraws = []
+
+    def redraw_x(rows):
+        redraws.append(len(rows))
+        return torch.from_numpy(rows[:, None] + g.uniform(0.1, 0.9, size=(len(rows), 1))).float()
+
+    train, valid = _loaders((base, torch.arange(n)), 8, 0.2, np.random.default_rng(2), np.full(n, 3), redraw_x)
+    x = torch.cat([b[0] for b in train]).numpy()[:, 0]
+    rows = torch.cat([b[1] for b in train]).numpy()
+    assert redraws == [3 * 40]
+    assert np.all(np.floor(x) == rows)  # each copy redrawn from its own row
+    per_row = [np.unique(x[rows == r]) for r in np.unique(rows)]
+    assert all(len(u) == (rows == r).sum() for u, r in zip(per_row, np.unique(rows)))  # copies differ
+    assert torch.cat([b[0] for b in valid]).abs().sum() == 0
