@@ -486,8 +486,9 @@ def test_repeated_rows_get_fresh_dequantisation_noise():
         return torch.from_numpy(rows[:, None] + g.uniform(0.1, 0.9, size=(len(rows), 1))).float()
 
     train, valid = _loaders((base, torch.arange(n)), 8, 0.2, np.random.default_rng(2), np.full(n, 3), redraw_x)
-    x = torch.cat([b[0] for b in train]).numpy()[:, 0]
-    rows = torch.cat([b[1] for b in train]).numpy()
+    batches = list(train)  # one epoch (each iteration reshuffles)
+    x = torch.cat([b[0] for b in batches]).numpy()[:, 0]
+    rows = torch.cat([b[1] for b in batches]).numpy()
     assert redraws == [3 * 40]
     assert np.all(np.floor(x) == rows)  # each copy redrawn from its own row
     per_row = [np.unique(x[rows == r]) for r in np.unique(rows)]
