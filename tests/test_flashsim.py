@@ -494,3 +494,18 @@ def test_repeated_rows_get_fresh_dequantisation_noise():
     per_row = [np.unique(x[rows == r]) for r in np.unique(rows)]
     assert all(len(u) == (rows == r).sum() for u, r in zip(per_row, np.unique(rows)))  # copies differ
     assert torch.cat([b[0] for b in valid]).abs().sum() == 0
+
+
+def test_w1_bootstrap_gives_the_statistical_scale_of_the_standardised_w1():
+    from pipeline.flashsim.validate import w1_bootstrap, wasserstein_standardised
+
+    g = np.random.default_rng(4)
+    small, large = g.normal(size=1000), g.normal(size=16000)
+    assert wasserstein_standardised(large, large) == 0.0
+    s_small = w1_bootstrap(small, np.ones(1000), 5, np.random.default_rng(1))
+    s_large = w1_bootstrap(large, np.ones(16000), 5, np.random.default_rng(1))
+    assert 0 < s_large < s_small and s_small / s_large == pytest.approx(4.0, rel=0.35)  # ~ 1 / sqrt(n)
+    assert w1_bootstrap(large, np.ones(16000), 0, np.random.default_rng(1)) == 0.0
+    # a second, independent sample of the same distribution lies at about that scale
+    other = g.normal(size=16000)
+    assert wasserstein_standardised(large, other) < 4 * s_large
