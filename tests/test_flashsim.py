@@ -509,3 +509,17 @@ def test_w1_bootstrap_gives_the_statistical_scale_of_the_standardised_w1():
     # a second, independent sample of the same distribution lies at about that scale
     other = g.normal(size=16000)
     assert wasserstein_standardised(large, other) < 4 * s_large
+
+
+def test_generated_columns_stay_inside_the_training_range(trained):
+    """A flow is the identity outside its splines: far draws are clipped to the training range
+    of each model column (stored in the checkpoint)."""
+    m = FlashSimModel.load(trained["models"]["muons"])
+    r = np.asarray(m.meta["target_range"])
+    assert r.shape == (len(pp.MUON_TARGETS), 2) and np.all(r[:, 0] <= r[:, 1])
+    table = pd.read_parquet(trained["dir"] / "muons.parquet")
+    c = np.tile(pp.encode_conditions("muons", table.iloc[:50]), (200, 1))
+    x = m.sample(c, torch.Generator().manual_seed(0))
+    assert np.all(x >= r[:, 0].astype(np.float32)) and np.all(x <= r[:, 1].astype(np.float32))
+    m.meta["target_range"] = (r * 0).tolist()  # a degenerate range: everything is clipped onto it
+    assert np.all(m.sample(c[:10], torch.Generator().manual_seed(0)) == 0)

@@ -210,6 +210,14 @@ class FakeMultiplicity:
         return self.probs @ np.arange(self.probs.shape[1])
 
 
+def _clip(x: np.ndarray, ranges) -> np.ndarray:
+    """Generated model columns clipped to their training range (``meta['target_range']``)."""
+    if ranges is None or not len(x):
+        return x
+    r = np.asarray(ranges, dtype=np.float32)
+    return np.clip(x, r[:, 0], r[:, 1])
+
+
 def _check_encoding(path: Path, state: Mapping) -> None:
     """A checkpoint is only usable with the encoding it was trained with (model columns and
     conditions of :mod:`pipeline.flashsim.preprocessing`)."""
@@ -288,7 +296,8 @@ class FlashSimModel:
     def sample(self, c: np.ndarray, generator: torch.Generator) -> np.ndarray:
         if len(c) == 0:
             return np.zeros((0, self.module.hparams.features), dtype=np.float32)
-        return self.module.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy()
+        return _clip(self.module.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy(),
+                     self.meta.get("target_range"))
 
     @property
     def has_fakes(self) -> bool:
@@ -305,4 +314,5 @@ class FlashSimModel:
             return pool[pick]
         if len(c) == 0:
             return np.zeros((0, self.fake.hparams.features), dtype=np.float32)
-        return self.fake.flow.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy()
+        return _clip(self.fake.flow.sample(torch.as_tensor(c, dtype=torch.float32), generator).numpy(),
+                     self.meta.get("fake_target_range"))

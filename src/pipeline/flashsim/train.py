@@ -116,6 +116,16 @@ def _oversampling(obj: str, table: pd.DataFrame, factors: Mapping[str, int]) -> 
     return reps
 
 
+def _column_range(x: np.ndarray) -> list[list[float]] | None:
+    """Per model column [min, max] of the training values: generated values are clipped to it (a
+    flow is the identity outside its splines, so a rare draw far out decodes to e.g. an isolation
+    of 2000)."""
+    x = np.asarray(x, dtype=np.float64)
+    if not len(x):
+        return None
+    return [[float(lo), float(hi)] for lo, hi in zip(x.min(0), x.max(0), strict=True)]
+
+
 def _categorical(obj: str, names) -> dict[int, int]:
     """``{target index: number of classes}`` of ``flashsim.<obj>.categorical``."""
     allowed = pp.INTEGER_TARGETS[obj]
@@ -217,7 +227,7 @@ def train_object(
     events = events.merge(per_event, on=["sample", "file_index", "event"], how="left")
     n_fakes = events["n_fakes"].fillna(0).to_numpy().astype(np.int64)
     multiplicity = FakeMultiplicity.fit(events["n_genjets"].to_numpy(), n_fakes)
-    fake_module, fake_pool = None, None
+    fake_module, fake_pool, fake_range = None, None, None
     min_fakes = int(fcfg["fakes"]["min_rows"])
     if len(fakes) >= min_fakes:
         if fcfg["fakes"].get("max_rows") and len(fakes) > fcfg["fakes"]["max_rows"]:
@@ -226,6 +236,7 @@ def train_object(
         fc = pp.encode_fake_conditions(fakes)
         ok = np.isfinite(fx).all(1) & np.isfinite(fc).all(1)
         fx, fc = fx[ok], fc[ok]
+        fake_range = _column_range(fx)
         fake_module = FakeModule(fx.shape[1], fc.shape[1], flow=dict(fcfg["fakes"]["flow"]), lr=float(fcfg["fakes"]["lr"]))
         fake_module.flow.x_std.fit(fx)
         fake_module.flow.c_std.fit(fc)
@@ -251,6 +262,8 @@ def train_object(
         "reco_pt_min_gev": float(cfg["detector"][obj]["pt_min_gev"]),
         "holdout_fraction": holdout,
         "seed": seed,
+        "target_range": _column_range(x[reco]),
+        "fake_target_range": fake_range,
     }
     model = FlashSimModel(obj, module, fake_module, multiplicity, meta, fake_pool)
     model.save(out_model)
