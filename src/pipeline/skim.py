@@ -566,8 +566,7 @@ def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarra
     """Per final-state gen muon in ``acceptance``: the condition columns of
     :data:`MUON_TABLE_COLUMNS`, ``ev`` and ``idx`` (the GenPart index)."""
     gj = io.collection(arrays, "GenJet", ("pt", "eta", "phi"))
-    gp = io.collection(arrays, "GenPart", ("pt", "eta", "phi", "mass", "pdgId", "status", "statusFlags",
-                                           "genPartIdxMother"))
+    gp = io.collection(arrays, "GenPart", _GENPART_FIELDS)
     n_gp = _np(ak.num(gp, axis=1), np.int64)
     is_mu = (abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)
     acc = is_mu & (gp["pt"] > acceptance["gen_pt_min_gev"]) & (abs(gp["eta"]) < acceptance["gen_abs_eta_max"])
@@ -659,18 +658,14 @@ def ancestor_flight_cm(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, mass
     (:data:`pipeline.samples.detsim.CTAU_CM`); a copy of a particle (same pdgId as its mother)
     flies once. What the impact parameters of a non-prompt muon scale with. A mass that is not
     stored (CMS NanoAOD writes 0 for e.g. D0 and pi+) is taken from :data:`PDG_MASS_GEV`."""
-    from pipeline.samples.detsim import CTAU_CM, MAX_ANCESTRY_DEPTH
+    from pipeline.samples.detsim import CTAU_CM, MAX_ANCESTRY_DEPTH, pdg_lookup
 
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
     evt = np.repeat(np.arange(len(counts)), counts)
     mother = np.where(mother_local >= 0, offsets[evt] + mother_local, -1) if len(evt) else mother_local
     apdg = np.abs(pdg)
-    codes = np.array(sorted(CTAU_CM))
-    pos = np.clip(np.searchsorted(codes, apdg), 0, len(codes) - 1)
-    known = codes[pos] == apdg
-    ctau = np.where(known, np.array([CTAU_CM[c] for c in codes])[pos], 0.0)
-    pdg_mass = np.array([PDG_MASS_GEV.get(int(c), 1.0) for c in codes])[pos]
-    mass = np.where(mass > 0, mass, np.where(known, pdg_mass, 1.0))
+    ctau = pdg_lookup(CTAU_CM, apdg)
+    mass = np.where(mass > 0, mass, pdg_lookup(PDG_MASS_GEV, apdg, 1.0))
     out = np.zeros(len(start))
     cur = mother[start] if len(start) else np.zeros(0, dtype=np.int64)
     for _ in range(MAX_ANCESTRY_DEPTH):

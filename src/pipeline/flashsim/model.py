@@ -50,18 +50,23 @@ from pipeline.flows import ConditionalFlow
 CHECKPOINT_FORMAT = "pipeline.flashsim/1"
 
 
+def _mlp(inputs: int, hidden: Sequence[int], outputs: int) -> nn.Sequential:
+    """Linear + SiLU per hidden width, then a linear output layer."""
+    layers: list[nn.Module] = []
+    n = inputs
+    for h in hidden:
+        layers += [nn.Linear(n, h), nn.SiLU()]
+        n = h
+    layers.append(nn.Linear(n, outputs))
+    return nn.Sequential(*layers)
+
+
 class EfficiencyNet(nn.Module):
     """logit P(reconstructed | c)."""
 
     def __init__(self, context: int, hidden: Sequence[int] = (64, 64)):
         super().__init__()
-        layers: list[nn.Module] = []
-        n = context
-        for h in hidden:
-            layers += [nn.Linear(n, h), nn.SiLU()]
-            n = h
-        layers.append(nn.Linear(n, 1))
-        self.net = nn.Sequential(*layers)
+        self.net = _mlp(context, hidden, 1)
 
     def forward(self, c_std: torch.Tensor) -> torch.Tensor:
         return self.net(c_std).squeeze(-1)
@@ -73,13 +78,7 @@ class CategoricalNet(nn.Module):
     def __init__(self, inputs: int, classes: Sequence[int], hidden: Sequence[int] = (64, 64)):
         super().__init__()
         self.classes = [int(k) for k in classes]
-        layers: list[nn.Module] = []
-        n = inputs
-        for h in hidden:
-            layers += [nn.Linear(n, h), nn.SiLU()]
-            n = h
-        layers.append(nn.Linear(n, sum(self.classes)))
-        self.net = nn.Sequential(*layers)
+        self.net = _mlp(inputs, hidden, sum(self.classes))
 
     def forward(self, z: torch.Tensor) -> list[torch.Tensor]:
         return list(torch.split(self.net(z), self.classes, dim=-1))

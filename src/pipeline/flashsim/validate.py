@@ -301,12 +301,11 @@ def validate_flashsim(full_files: Mapping[str, Sequence[str]], flash_files: Mapp
         if len(full["pt"]) < 20 or len(flash["pt"]) < 20:
             raise EmptySelectionError(f"validate_flashsim: too few held-out {obj}s (full {len(full['pt'])}, "
                                       f"flash {len(flash['pt'])}); raise flashsim.holdout_fraction or the sample sizes")
-        w1 = {}
+        w1, w1_boot = {}, {}
         for var in [*VARIABLES[obj], "n_per_event"]:
             wk = "event_weight" if var == "n_per_event" else "weight"
             w1[var] = wasserstein_standardised(full[var], flash[var], full[wk], flash[wk])
-        w1_boot = {var: w1_bootstrap(full[var], full["event_weight" if var == "n_per_event" else "weight"],
-                                     int(vcfg["w1_bootstraps"]), g) for var in w1}
+            w1_boot[var] = w1_bootstrap(full[var], full[wk], int(vcfg["w1_bootstraps"]), g)
         feats = VARIABLES[obj]
         auc = c2st_auc(np.column_stack([full[v] for v in feats]), np.column_stack([flash[v] for v in feats]),
                        int(vcfg["c2st_max_rows"]), g)

@@ -485,6 +485,14 @@ def _pileup_jets(rng, n_pu: np.ndarray, real: dict, det: _Cfg) -> dict:
 # ---------------------------------------------------------------------------------------------
 # muons
 # ---------------------------------------------------------------------------------------------
+def pdg_lookup(table: Mapping[int, float], abs_pdg: np.ndarray, default: float = 0.0) -> np.ndarray:
+    """``table[|pdgId|]`` per entry (e.g. :data:`CTAU_CM`), ``default`` where the code is not in it."""
+    codes = np.array(sorted(table))
+    values = np.array([table[c] for c in codes], dtype=np.float64)
+    pos = np.clip(np.searchsorted(codes, abs_pdg), 0, len(codes) - 1)
+    return np.where(codes[pos] == abs_pdg, values[pos], default)
+
+
 def _ancestry(genpart: _Flat, start: np.ndarray, rng, max_radius_cm: float):
     """Walk the mother chain of GenPart entries ``start`` (flat indices).
 
@@ -498,9 +506,7 @@ def _ancestry(genpart: _Flat, start: np.ndarray, rng, max_radius_cm: float):
     mother_local = genpart.genPartIdxMother
     mother = np.where(mother_local >= 0, genpart.offsets[genpart.evt] + mother_local, -1)
     apdg = np.abs(genpart.pdgId)
-    codes = np.array(sorted(CTAU_CM))
-    pos = np.clip(np.searchsorted(codes, apdg), 0, len(codes) - 1)
-    ctau_of = np.where(codes[pos] == apdg, np.array([CTAU_CM[c] for c in codes])[pos], 0.0)
+    ctau_of = pdg_lookup(CTAU_CM, apdg)
     # mesons and baryons (not diquarks, not the beam nucleons)
     is_hadron = (apdg > 100) & (apdg < 1_000_000) & ((apdg // 10) % 10 != 0) & ~np.isin(apdg, (2212, 2112))
 
