@@ -531,6 +531,32 @@ def test_isolation_and_impact_parameters(gen, reco):
     assert np.mean(m["reco_tightId"][from_b]) < np.mean(m["reco_tightId"][prompt]) - 0.03
 
 
+def test_expected_impact_parameters_predict_the_reference_ones(gen, reco):
+    """The FlashSim muon conditions gen_expected_dxy/dz (skim: the gen ancestors flown by their
+    mean decay length) carry the sign and the scale of the reference simulation's dxy of muons from
+    B decays, which fly an exponential draw of that length."""
+    from pipeline import skim
+
+    mu = reco["Muon"]
+    mu = mu[mu.genPartIdx >= 0]
+    gp = gen.gen_part
+    counts = ak.to_numpy(ak.num(gp))
+    start = (np.concatenate([[0], np.cumsum(counts)[:-1]])[np.repeat(np.arange(len(counts)), ak.to_numpy(ak.num(mu)))]
+             + _np(mu.genPartIdx).astype(np.int64))
+    flat = {f: _np(gp[f]) for f in ("pdgId", "pt", "eta", "phi", "mass", "genPartIdxMother")}
+    flight, vertex = skim.ancestor_flight(counts, flat["pdgId"].astype(np.int64), flat["pt"], flat["eta"], flat["phi"],
+                                          flat["mass"], flat["genPartIdxMother"].astype(np.int64), start)
+    exp_dxy, exp_dz = detsim.track_impact_parameters(vertex, flat["eta"][start], flat["phi"][start])
+    dxy = _np(mu.dxy)
+    displaced = flight > 0.05  # B muons with a mean flight well above the ~20 um resolution
+    assert displaced.sum() > 100 and np.all(exp_dxy[flight == 0] == 0)
+    big = displaced & (np.abs(exp_dxy) > 0.02)
+    assert big.sum() > 30
+    assert np.mean(np.sign(dxy[big]) == np.sign(exp_dxy[big])) > 0.9
+    # |dxy| / |expected| ~ Exp(1) for one flying ancestor: median ln 2
+    assert 0.4 < np.median(np.abs(dxy[big] / exp_dxy[big])) < 1.0
+
+
 def test_fake_muons_exist(reco):
     mu = reco["Muon"]
     fake = mu[mu.genPartIdx < 0]

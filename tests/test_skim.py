@@ -694,17 +694,35 @@ def test_skim_on_real_nanoaod(tmp_path):
 
 def test_ancestor_flight_sums_the_weakly_decaying_chain():
     """B+ -> D0 -> mu: pT/m c tau of both; a copy (B+ -> B+) flies once; a Z mother adds
-    nothing; a D0 stored without mass (CMS NanoAOD) gets the PDG mass."""
+    nothing; a D0 stored without mass (CMS NanoAOD) gets the PDG mass; the mean vertex is the sum
+    of the flights along each ancestor's direction."""
     from pipeline.samples.detsim import CTAU_CM
 
     # event 0: [B+ copy, B+, D0, mu from D0, Z, mu from Z]; event 1: [D0 massless, mu]
     counts = np.array([6, 2])
     pdg = np.array([521, 521, 421, 13, 23, -13, 421, 13])
     pt = np.array([20.0, 20.0, 12.0, 5.0, 30.0, 40.0, 6.0, 3.0])
+    eta = np.array([0.5, 0.5, 0.3, 0.2, 0.0, 1.0, -1.0, -1.1])
+    phi = np.array([0.1, 0.1, 0.4, 0.5, 2.0, -1.0, 2.0, 2.1])
     mass = np.array([5.279, 5.279, 1.865, 0.106, 91.2, 0.106, 0.0, 0.106])
     mother = np.array([-1, 0, 1, 2, -1, 4, -1, 0])
-    flight = skim.ancestor_flight_cm(counts, pdg, pt, mass, mother, np.array([3, 5, 7]))
-    expected_b_d = 20.0 / 5.279 * CTAU_CM[521] + 12.0 / 1.865 * CTAU_CM[421]
-    assert flight[0] == pytest.approx(expected_b_d)
+    flight, vertex = skim.ancestor_flight(counts, pdg, pt, eta, phi, mass, mother, np.array([3, 5, 7]))
+    lam_b, lam_d = 20.0 / 5.279 * CTAU_CM[521], 12.0 / 1.865 * CTAU_CM[421]
+    assert flight[0] == pytest.approx(lam_b + lam_d)
     assert flight[1] == 0.0
     assert flight[2] == pytest.approx(6.0 / skim.PDG_MASS_GEV[421] * CTAU_CM[421])
+    assert vertex[0] == pytest.approx([lam_b * np.cos(0.1) + lam_d * np.cos(0.4),
+                                       lam_b * np.sin(0.1) + lam_d * np.sin(0.4),
+                                       lam_b * np.sinh(0.5) + lam_d * np.sinh(0.3)])
+    assert vertex[1].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_track_impact_parameter_geometry():
+    """dxy, dz of a straight track from a displaced vertex, NanoAOD's signs."""
+    from pipeline.samples.detsim import track_impact_parameters
+
+    # a vertex along x seen by tracks at phi = +-pi/2 and 0: dxy = -x sin(phi), dz = -x cos(phi) sinh(eta)
+    vertex = np.array([[0.1, 0.0, 0.0]] * 3)
+    dxy, dz = track_impact_parameters(vertex, np.array([0.0, 0.0, 1.0]), np.array([np.pi / 2, -np.pi / 2, 0.0]))
+    assert dxy == pytest.approx([-0.1, 0.1, 0.0], abs=1e-12)
+    assert dz == pytest.approx([0.0, 0.0, -0.1 * np.sinh(1.0)], abs=1e-12)

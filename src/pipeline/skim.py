@@ -80,6 +80,9 @@ MUON_TABLE_COLUMNS: dict[str, tuple[str, str]] = {
     "gen_fromPromptTau": ("", "statusFlags bit isPromptTauDecayProduct"),
     "gen_flight_cm": ("cm", "expected transverse flight of the weakly decaying GenPart ancestors (B, D, tau, ...): "
                             "sum of pT/m c tau (PDG lifetimes); 0 for prompt muons"),
+    "gen_expected_dxy_cm": ("cm", "signed dxy of the gen muon's line from the mean production vertex (ancestors "
+                                  "flown by pT/m c tau along their momenta); 0 for prompt muons"),
+    "gen_expected_dz_cm": ("cm", "signed dz of the same line; 0 for prompt muons"),
     "ctx_n_genjets": ("", "number of GenJets in the event"),
     "ctx_nearest_genjet_dr": ("", f"dR to the nearest GenJet ({NO_NEIGHBOUR_DR} if none); GenJets "
                               "include muons, so an isolated muon above the GenJet threshold is its own jet"),
@@ -565,15 +568,18 @@ def jet_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarray
 def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarray]:
     """Per final-state gen muon in ``acceptance``: the condition columns of
     :data:`MUON_TABLE_COLUMNS`, ``ev`` and ``idx`` (the GenPart index)."""
+    from pipeline.samples.detsim import track_impact_parameters
+
     gj = io.collection(arrays, "GenJet", ("pt", "eta", "phi"))
     gp = io.collection(arrays, "GenPart", _GENPART_FIELDS)
     n_gp = _np(ak.num(gp, axis=1), np.int64)
     is_mu = (abs(gp["pdgId"]) == GEN_MUON_PDGID) & (gp["status"] == 1)
     acc = is_mu & (gp["pt"] > acceptance["gen_pt_min_gev"]) & (abs(gp["eta"]) < acceptance["gen_abs_eta_max"])
     acc_flat = _np(ak.flatten(acc), bool)
-    flight = ancestor_flight_cm(n_gp, _np(ak.flatten(gp["pdgId"]), np.int64), _np(ak.flatten(gp["pt"]), np.float64),
-                                _np(ak.flatten(gp["mass"]), np.float64),
-                                _np(ak.flatten(gp["genPartIdxMother"]), np.int64), np.flatnonzero(acc_flat))
+    flat = {f: _np(ak.flatten(gp[f]), np.float64) for f in ("pt", "eta", "phi", "mass")}
+    flight, vertex = ancestor_flight(n_gp, _np(ak.flatten(gp["pdgId"]), np.int64), flat["pt"], flat["eta"],
+                                     flat["phi"], flat["mass"], _np(ak.flatten(gp["genPartIdxMother"]), np.int64),
+                                     np.flatnonzero(acc_flat))
     ev = np.repeat(np.arange(len(n_gp)), n_gp)[acc_flat]
     cand = gp[acc]
     out = {f"gen_{f}": _np(ak.flatten(cand[f]), nanoaod.GENPART[f]) for f in ("pt", "eta", "phi")}
@@ -586,6 +592,9 @@ def muon_conditions(arrays: Mapping, acceptance: Mapping) -> dict[str, np.ndarra
     out["gen_fromHadron"] = ~prompt & ~prompt_tau
     out["gen_fromPromptTau"] = prompt_tau
     out["gen_flight_cm"] = flight.astype(np.float32)
+    exp_dxy, exp_dz = track_impact_parameters(vertex, flat["eta"][acc_flat], flat["phi"][acc_flat])
+    out["gen_expected_dxy_cm"] = exp_dxy.astype(np.float32)
+    out["gen_expected_dz_cm"] = exp_dz.astype(np.float32)
     dr_mj, pt_mj, sum04 = _nearest(cand, gj, cone=0.4)
     out.update({
         "ctx_n_genjets": _np(ak.num(gj, axis=1), np.int32)[ev],
@@ -650,14 +659,18 @@ PDG_MASS_GEV = {
 }
 
 
-def ancestor_flight_cm(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, mass: np.ndarray,
-                       mother_local: np.ndarray, start: np.ndarray) -> np.ndarray:
-    """Expected transverse flight [cm] of the weakly decaying ancestors of GenPart entries
-    ``start`` (flat indices into the flattened GenPart arrays, ``counts`` per event): the sum over
-    the mother chain of pT/m c tau, with the PDG lifetimes of the reference simulation's table
-    (:data:`pipeline.samples.detsim.CTAU_CM`); a copy of a particle (same pdgId as its mother)
-    flies once. What the impact parameters of a non-prompt muon scale with. A mass that is not
-    stored (CMS NanoAOD writes 0 for e.g. D0 and pi+) is taken from :data:`PDG_MASS_GEV`."""
+def ancestor_flight(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, eta: np.ndarray, phi: np.ndarray,
+                    mass: np.ndarray, mother_local: np.ndarray, start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Expected flight of the weakly decaying ancestors of GenPart entries ``start`` (flat indices
+    into the flattened GenPart arrays, ``counts`` per event), with the PDG lifetimes of the
+    reference simulation's table (:data:`pipeline.samples.detsim.CTAU_CM`); a copy of a particle
+    (same pdgId as its mother) flies once. A mass that is not stored (CMS NanoAOD writes 0 for e.g.
+    D0 and pi+) is taken from :data:`PDG_MASS_GEV`.
+
+    Returns ``(flight_cm, vertex_cm)``: the sum over the mother chain of the mean transverse flight
+    pT/m c tau (what the impact parameters of a non-prompt muon scale with), and the (n, 3) mean
+    displacement of the production vertex from the primary one, sum of pT/m c tau (cos phi, sin phi,
+    sinh eta) of each ancestor (what their signs and the 3D direction follow)."""
     from pipeline.samples.detsim import CTAU_CM, MAX_ANCESTRY_DEPTH, pdg_lookup
 
     offsets = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.int64)
@@ -666,7 +679,8 @@ def ancestor_flight_cm(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, mass
     apdg = np.abs(pdg)
     ctau = pdg_lookup(CTAU_CM, apdg)
     mass = np.where(mass > 0, mass, pdg_lookup(PDG_MASS_GEV, apdg, 1.0))
-    out = np.zeros(len(start))
+    flight = np.zeros(len(start))
+    vertex = np.zeros((len(start), 3))
     cur = mother[start] if len(start) else np.zeros(0, dtype=np.int64)
     for _ in range(MAX_ANCESTRY_DEPTH):
         alive = np.flatnonzero(cur >= 0)
@@ -675,10 +689,14 @@ def ancestor_flight_cm(counts: np.ndarray, pdg: np.ndarray, pt: np.ndarray, mass
         a = cur[alive]
         ma = mother[a]
         copy = (ma >= 0) & (apdg[np.maximum(ma, 0)] == apdg[a])
-        out[alive] += np.where(copy, 0.0, pt[a] / np.maximum(mass[a], 1e-3) * ctau[a])
+        lam = np.where(copy, 0.0, pt[a] / np.maximum(mass[a], 1e-3) * ctau[a])
+        flight[alive] += lam
+        fly = lam > 0  # only these: an incoming proton has eta = +-inf
+        fa = a[fly]
+        vertex[alive[fly]] += lam[fly, None] * np.column_stack([np.cos(phi[fa]), np.sin(phi[fa]), np.sinh(eta[fa])])
         cur = np.full(len(start), -1, dtype=np.int64)
         cur[alive] = ma
-    return out
+    return flight, vertex
 
 
 def _nearest_other(cand, genmu, gp, acc, is_mu) -> np.ndarray:

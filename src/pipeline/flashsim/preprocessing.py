@@ -19,8 +19,9 @@ splines act on [-5, 5]; outside they are the identity, so standardise first):
   in the tails; ``ip3d`` the same (``log(ip3d)`` put the non-prompt tail beyond 0.3 cm outside
   the splines' [-5, 5] after standardisation, where a flow is the identity and the tail is lost).
 
-Conditions are encoded the same way (logs of pT and distances, one-hot flavours) and standardised by
-the model. Encoders return ``float32`` matrices; decoders return contract dtypes
+Conditions are encoded the same way (logs of pT and distances, one-hot flavours; a non-prompt
+muon's expected dxy and dz from its gen ancestors' mean flight as ``asinh(x / 10 um)``, signed) and
+standardised by the model. Encoders return ``float32`` matrices; decoders return contract dtypes
 (:data:`pipeline.nanoaod.JET` / :data:`pipeline.nanoaod.MUON`).
 """
 
@@ -60,7 +61,8 @@ JET_CONDITIONS = ("log_gen_pt", "gen_eta", "log_gen_mass", *(f"parton_{c}" for c
                   "hadron_c", "hadron_b", "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt",
                   "log_nearest_genmuon_dr", "log_genmet_pt")
 MUON_CONDITIONS = ("log_gen_pt", "gen_eta", "gen_charge", "gen_isPrompt", "gen_fromHadron", "gen_fromPromptTau",
-                   "log_gen_flight", "n_genjets", "log_nearest_genjet_dr", "log_nearest_genjet_pt", "log_genjet_sumpt_dr04",
+                   "log_gen_flight", "asinh_gen_expected_dxy", "asinh_gen_expected_dz", "n_genjets",
+                   "log_nearest_genjet_dr", "log_nearest_genjet_pt", "log_genjet_sumpt_dr04",
                    "log_nearest_genmuon_dr", "log_genmet_pt")
 FAKE_CONDITIONS = ("n_genjets", "log_genmet_pt", "n_fakes")
 
@@ -68,7 +70,8 @@ FAKE_CONDITIONS = ("n_genjets", "log_genmet_pt", "n_fakes")
 JET_CONDITION_COLUMNS = ("gen_pt", "gen_eta", "gen_mass", "gen_partonFlavour", "gen_hadronFlavour", "ctx_n_genjets",
                          "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_nearest_genmuon_dr", "ctx_genmet_pt")
 MUON_CONDITION_COLUMNS = ("gen_pt", "gen_eta", "gen_charge", "gen_isPrompt", "gen_fromHadron", "gen_fromPromptTau",
-                          "gen_flight_cm", "ctx_n_genjets", "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genjet_sumpt_dr04",
+                          "gen_flight_cm", "gen_expected_dxy_cm", "gen_expected_dz_cm", "ctx_n_genjets",
+                          "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genjet_sumpt_dr04",
                           "ctx_nearest_genmuon_dr", "ctx_genmet_pt")
 FAKE_CONDITION_COLUMNS = ("ctx_n_genjets", "ctx_genmet_pt", "ctx_n_fakes")
 
@@ -141,7 +144,8 @@ def encode_conditions(obj: str, table: Mapping) -> np.ndarray:
         out = np.column_stack([*cols, onehot, *extra, *rest])
     else:
         cols = [np.log(np.maximum(c["gen_pt"], 1e-3)), c["gen_eta"], c["gen_charge"], c["gen_isPrompt"],
-                c["gen_fromHadron"], c["gen_fromPromptTau"], np.log(c["gen_flight_cm"] + FLIGHT_FLOOR_CM)]
+                c["gen_fromHadron"], c["gen_fromPromptTau"], np.log(c["gen_flight_cm"] + FLIGHT_FLOOR_CM),
+                np.arcsinh(c["gen_expected_dxy_cm"] / IP_SCALE_CM), np.arcsinh(c["gen_expected_dz_cm"] / IP_SCALE_CM)]
         rest = [*common, np.log1p(c["ctx_genjet_sumpt_dr04"]), np.log(c["ctx_nearest_genmuon_dr"] + 1e-3),
                 np.log1p(c["ctx_genmet_pt"])]
         out = np.column_stack([*cols, *rest])

@@ -539,14 +539,21 @@ def _ancestry(genpart: _Flat, start: np.ndarray, rng, max_radius_cm: float):
     return vtx, has_hadron
 
 
+def track_impact_parameters(vertex: np.ndarray, eta: np.ndarray, phi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Signed dxy, dz [cm] (NanoAOD's sign convention) of a straight track of direction
+    (eta, phi) from ``vertex`` (n, 3) [cm], relative to the primary vertex at the origin."""
+    sin_phi, cos_phi = np.sin(phi), np.cos(phi)
+    dxy = -vertex[:, 0] * sin_phi + vertex[:, 1] * cos_phi
+    s = vertex[:, 0] * cos_phi + vertex[:, 1] * sin_phi
+    dz = vertex[:, 2] - s * np.sinh(eta)
+    return dxy, dz
+
+
 def _impact_parameters(rng, vtx, pt, eta, phi, c: _Cfg):
     """dxy, dz (signed) and ip3d [cm] of a straight track from ``vtx`` with direction (eta, phi),
     smeared with the resolution."""
     n = len(pt)
-    sin_phi, cos_phi = np.sin(phi), np.cos(phi)
-    dxy = -vtx[:, 0] * sin_phi + vtx[:, 1] * cos_phi
-    s = vtx[:, 0] * cos_phi + vtx[:, 1] * sin_phi
-    dz = vtx[:, 2] - s * np.sinh(eta)
+    dxy, dz = track_impact_parameters(vtx, eta, phi)
     cosh = np.cosh(eta)
     ms = np.sqrt(cosh) / np.maximum(pt, 0.1)  # 1 / (pT sqrt(sin theta))
     s_dxy = np.hypot(c.f("dxy_const_cm"), c.f("dxy_ms_cm_gev") * ms)
