@@ -269,3 +269,94 @@ def test_flash_copies_count_once_in_the_yield_errors(cfg, vbf_file):
     assert yk["sumw"] == pytest.approx(y1["sumw"], rel=1e-12)
     assert yk["sumw2_events"] == pytest.approx(y1["sumw2_events"], rel=1e-12) == pytest.approx(y1["sumw2"])
     assert yk["sumw2"] == pytest.approx(y1["sumw2"] / k, rel=1e-12)
+
+
+def _bootstrap_cfg(cfg, replicas=40):
+    c = copy.deepcopy(cfg)
+    c["analysis"]["fit"]["variable"] = "m_mumu"
+    c["analysis"]["fit"]["rebin"] = 1
+    c["analysis"]["bootstrap"] = {"replicas": replicas}
+    return c
+
+
+def test_bootstrap_replicas_resample_generator_events(cfg, vbf_file):
+    """Poisson(1) weights per event number: k FlashSim copies of an event (weight w/k) fill the
+    replicas exactly as the event does; the replicas scatter around the nominal yield by about
+    its statistical error; another sample name (salt) gives other replicas."""
+    c = _bootstrap_cfg(cfg)
+    cols, _, w = _independent_selection(vbf_file, c)
+    ids = np.arange(len(w), dtype=np.uint64) + 7
+    salts = runner.bootstrap_salts(c, SAMPLE)
+    assert len(salts) == 40 and len(set(salts)) == 40
+    one = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=salts)
+    k = 3
+    rep = {n: np.repeat(v, k) for n, v in cols.items()}
+    copies = processor.process_columns(rep, np.repeat(w / k, k), c["skim"], c["analysis"],
+                                       event_ids=np.repeat(ids, k), bootstrap_salts=salts)
+    b1, bk = one["bootstrap"]["m_mumu"], copies["bootstrap"]["m_mumu"]
+    np.testing.assert_allclose(bk.values(flow=True), b1.values(flow=True), rtol=1e-12)
+    per_replica = np.asarray(b1[{"region": "signal"}].values(flow=True)).sum(axis=-1)
+    y = one["yields"]["signal"]
+    assert y["events"] > 50
+    assert not np.allclose(per_replica, per_replica[0])
+    assert abs(per_replica.mean() - y["sumw"]) < 4 * y["sumw2"] ** 0.5 / np.sqrt(len(salts))
+    assert 0.6 < per_replica.std(ddof=1) / y["sumw2"] ** 0.5 < 1.5
+    other = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids,
+                                      bootstrap_salts=runner.bootstrap_salts(c, "another_sample"))
+    assert not np.allclose(other["bootstrap"]["m_mumu"].values(), b1.values())
+    # without the classifier a score fit has no bootstrap histogram to fill
+    assert runner.bootstrap_salts(cfg, SAMPLE, with_score=False) == []
+
+
+def test_bootstrap_closure_uncertainty(cfg, vbf_file):
+    """Identical simulations differ by exactly 0 in every replica; a flash that loses 20 % of the
+    background events differs by about -20 % in yield, with a spread from the events it lost."""
+    c = _bootstrap_cfg(cfg, replicas=20)
+    cols, sel, w = _independent_selection(vbf_file, c)
+    ids = np.arange(len(w), dtype=np.uint64)
+    salts = runner.bootstrap_salts(c, SAMPLE)
+    roles = {"s": "signal", "b": "background"}
+
+    def result(weights):
+        return processor.process_columns(cols, weights, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=salts)
+
+    full = {"s": result(w * 0.01), "b": result(w)}
+    tf = fit.templates(full, roles, "m_mumu", rebin=8)  # 5 bins of 8 GeV: none emptied by a replica
+    keep = fit.common_bins(tf)
+    same = fit.bootstrap_closure(full, full, roles, "m_mumu", 8, keep, copies=1)
+    assert same["replicas"] == 20 and same["used"] == 20
+    for key in ("significance", "stat_only_significance", "background_yield"):
+        assert same[f"{key}_relative_difference"]["mean"] == pytest.approx(0.0, abs=1e-9)
+        assert same[f"{key}_relative_difference"]["std"] == pytest.approx(0.0, abs=1e-9)
+    lose = np.random.default_rng(3).random(len(w)) < 0.2
+    flash = {"s": full["s"], "b": result(np.where(lose, 0.0, w))}
+    diff = fit.bootstrap_closure(full, flash, roles, "m_mumu", 8, keep, copies=1)
+    assert diff["used"] == 20 and diff["mean_bins_used"] > keep.sum() - 0.5
+    b = diff["background_yield_relative_difference"]
+    assert -0.3 < b["mean"] < -0.1 and 0.0 < b["std"] < 0.1
+    assert diff["stat_only_significance_relative_difference"]["mean"] > 0  # less background, more significance
+
+
+def test_yields_table_paired_error(cfg, vbf_file):
+    """The paired error of flash - full is 0 for the same events analysed twice and about the
+    lost yield's error for a flash that loses events; the quadrature error is not."""
+    c = _bootstrap_cfg(cfg, replicas=30)
+    cols, _, w = _independent_selection(vbf_file, c)
+    ids = np.arange(len(w), dtype=np.uint64)
+    salts = runner.bootstrap_salts(c, SAMPLE)
+    res = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=salts)
+    table = compare.yields_table({SAMPLE: {"full": res, "flash": res}})
+    for v in table[SAMPLE].values():
+        assert v["difference_error_paired"] == pytest.approx(0.0, abs=1e-12)
+    assert table[SAMPLE]["signal"]["full"][1] > 0
+    lose = np.random.default_rng(5).random(len(w)) < 0.3
+    less = processor.process_columns(cols, np.where(lose, 0.0, w), c["skim"], c["analysis"], event_ids=ids,
+                                     bootstrap_salts=salts)
+    t2 = compare.yields_table({SAMPLE: {"full": res, "flash": less}})[SAMPLE]["signal"]
+    selected = processor.selection(cols, c["skim"], c["analysis"])[-1][1]
+    lost = lose & selected & (cols["m_mumu"] >= 115) & (cols["m_mumu"] < 135)
+    lost_err = float(np.sqrt(np.sum(w[lost] ** 2)))
+    assert 0.5 * lost_err < t2["difference_error_paired"] < 1.6 * lost_err
+    assert t2["difference_error_paired"] < np.hypot(t2["full"][1], t2["flash"][1])
+    pulls = compare.yields_agreement({SAMPLE: {"signal": t2}}, paired=True)
+    assert pulls[SAMPLE]["signal"] < 0

@@ -22,7 +22,7 @@ import torch
 import uproot
 
 from pipeline import io, nanoaod, skim
-from pipeline.errors import MissingBranchError
+from pipeline.errors import MissingBranchError, MissingColumnError
 from pipeline.flashsim import preprocessing as pp
 from pipeline.flashsim.conditions import is_holdout, jet_conditions, muon_conditions, needed_branches
 from pipeline.flashsim.generate import flash_generate
@@ -164,15 +164,27 @@ def test_preprocessing_round_trip():
                       "reco_phi": np.zeros(4), "reco_charge": [1, 1, 1, -1],
                       "reco_pfRelIso04_all": [0.0, 0.0, 0.2, 1.5], "reco_mediumId": [True, True, False, True],
                       "reco_tightId": [True, False, False, True], "reco_dxy": [0.001, -0.02, 0.0, 0.3],
-                      "reco_dz": [-0.01, 0.0, 0.5, 1.0], "reco_ip3d": [0.01, 0.02, 0.5, 1.0]})
+                      "reco_dz": [-0.01, 0.0, 0.5, 1.0], "reco_ip3d": [0.01, 0.02, 0.5, 1.0],
+                      "gen_expected_dxy_cm": [0.0, 0.0, -0.05, 0.2], "gen_expected_dz_cm": [0.0, 0.0, 0.3, -0.4]})
     xm = pp.encode_targets("muons", m, g)
-    bm = pp.decode_targets("muons", xm, {k: m[k].to_numpy() for k in ("gen_pt", "gen_eta", "gen_phi", "gen_charge")})
+    bm = pp.decode_targets("muons", xm, {k: m[k].to_numpy() for k in ("gen_pt", "gen_eta", "gen_phi", "gen_charge",
+                                                                      "gen_expected_dxy_cm", "gen_expected_dz_cm")})
     np.testing.assert_array_equal(bm["pfRelIso04_all"][:2], 0.0)
     np.testing.assert_allclose(bm["pfRelIso04_all"][2:], [0.2, 1.5], rtol=1e-5)
     np.testing.assert_array_equal(bm["charge"], m.reco_charge)
     np.testing.assert_array_equal(bm["mediumId"], m.reco_mediumId)
     np.testing.assert_array_equal(bm["tightId"], m.reco_tightId)
     np.testing.assert_allclose(bm["dxy"], m.reco_dxy, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(bm["dz"], m.reco_dz, rtol=1e-4, atol=1e-7)
+    np.testing.assert_allclose(bm["ip3d"], m.reco_ip3d, rtol=1e-4, atol=1e-7)
+    # IPs in units of 10 um + the expected displacement, signed along the expected one: a prompt
+    # muon's 10 um dxy is asinh(1); a non-prompt one at its expected 0.2 cm is asinh(~1) too
+    i_dxy = pp.MUON_TARGETS.index("asinh_dxy_rel")
+    assert xm[0, i_dxy] == pytest.approx(np.arcsinh(1.0), rel=1e-5)
+    assert xm[3, i_dxy] == pytest.approx(np.arcsinh(0.3 / 0.201), rel=1e-5)
+    assert xm[2, pp.MUON_TARGETS.index("asinh_dz_rel")] == pytest.approx(np.arcsinh(0.5 / 0.301), rel=1e-5)
+    with pytest.raises(MissingColumnError, match="gen_expected_dxy_cm"):
+        pp.decode_targets("muons", xm, {k: m[k].to_numpy() for k in ("gen_pt", "gen_eta", "gen_phi", "gen_charge")})
 
 
 def test_holdout_split_is_a_function_of_the_event_number():

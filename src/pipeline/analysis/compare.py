@@ -13,7 +13,11 @@ selection), with chi2/ndf in the legend title; ``comparison.json``
 ``{sample: {variable: {"chi2", "ndf", "chi2_ndf"}}}``; ``yields.json``
 ``{sample: {region: {"full": [yield, error], "flash": [yield, error]}}}`` (error = sqrt of the
 squared weights summed per event number, so that FlashSim's k copies of a generator event count
-as one independent event; for full simulation this is sqrt(sum w^2)).
+as one independent event; for full simulation this is sqrt(sum w^2)), and, when the analysis ran
+bootstrap replicas (``analysis.bootstrap.replicas``), ``"difference_error_paired"``: the standard
+deviation over the replicas of flash - full, the uncertainty of the difference with the shared
+generator events taken into account (smaller than the two errors in quadrature when the
+simulations agree event by event); ``comparison.json`` then has ``yield_pulls_paired`` too.
 """
 
 from __future__ import annotations
@@ -44,23 +48,44 @@ def _variance(y: Mapping) -> float:
     return float(y.get("sumw2_events", y["sumw2"]))
 
 
+def _replica_yields(res: Mapping, region: str) -> np.ndarray | None:
+    """Yield of ``region`` in each bootstrap replica (the bootstrap histogram with its flow bins)."""
+    boot = res.get("bootstrap") or {}
+    if not boot:
+        return None
+    h = next(iter(boot.values()))[{"region": region}]
+    return np.asarray(h.values(flow=True), float).sum(axis=-1)
+
+
 def yields_table(results: Mapping[str, Mapping[str, Mapping]]) -> dict:
-    """``{sample: {region: {simtype: [yield, error]}}}`` from ``{sample: {simtype: result}}``."""
+    """``{sample: {region: {simtype: [yield, error]}}}`` from ``{sample: {simtype: result}}``,
+    with ``difference_error_paired`` where both simulations have bootstrap replicas."""
     out: dict = {}
     for sample, by_type in results.items():
         regions = list(next(iter(by_type.values()))["yields"])
         out[sample] = {r: {st: [float(res["yields"][r]["sumw"]), float(np.sqrt(_variance(res["yields"][r])))]
                            for st, res in by_type.items()} for r in regions}
+        if {"full", "flash"} <= set(by_type):
+            for r in regions:
+                yf, yg = _replica_yields(by_type["full"], r), _replica_yields(by_type["flash"], r)
+                if yf is not None and yg is not None and len(yf) == len(yg) and len(yf) > 1:
+                    out[sample][r]["difference_error_paired"] = float(np.std(yg - yf, ddof=1))
     return out
 
 
-def yields_agreement(table: Mapping) -> dict:
-    """Per sample and region: (flash - full) / sqrt(err_full^2 + err_flash^2) ("pull")."""
+def yields_agreement(table: Mapping, paired: bool = False) -> dict:
+    """Per sample and region: (flash - full) / sqrt(err_full^2 + err_flash^2) ("pull"); with
+    ``paired``, divided by ``difference_error_paired`` instead (regions without it are left out)."""
     out: dict = {}
     for sample, regs in table.items():
         for region, v in regs.items():
             (yf, ef), (yg, eg) = v["full"], v["flash"]
-            err = float(np.hypot(ef, eg))
+            if paired:
+                if "difference_error_paired" not in v:
+                    continue
+                err = float(v["difference_error_paired"])
+            else:
+                err = float(np.hypot(ef, eg))
             out.setdefault(sample, {})[region] = (yg - yf) / err if err > 0 else 0.0
     return out
 
@@ -94,7 +119,10 @@ def compare(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], plots
                 pdf=pdf)
     table = yields_table(results)
     io.write_json(yields_json, table)
-    io.write_json(comparison_json, {"chi2": comparison, "yield_pulls": yields_agreement(table)})
+    agreement = {"chi2": comparison, "yield_pulls": yields_agreement(table)}
+    if any("difference_error_paired" in v for regs in table.values() for v in regs.values()):
+        agreement["yield_pulls_paired"] = yields_agreement(table, paired=True)
+    io.write_json(comparison_json, agreement)
     return {"yields": table, "comparison": comparison}
 
 
@@ -112,9 +140,12 @@ def compare_rule(smk) -> None:
         metrics = {}
         for sample, regs in out["yields"].items():
             for region, v in regs.items():
-                for st, (y, e) in v.items():
+                for st in ("full", "flash"):
+                    y, e = v[st]
                     metrics[f"{sample}.{region}.{st}"] = y
                     metrics[f"{sample}.{region}.{st}_err"] = e
+                if "difference_error_paired" in v:
+                    metrics[f"{sample}.{region}.difference_error_paired"] = v["difference_error_paired"]
         for sample, vs in out["comparison"].items():
             for var, c in vs.items():
                 metrics[f"{sample}.chi2_ndf.{var}"] = c["chi2_ndf"]

@@ -31,6 +31,13 @@ Per model, on its own Asimov data (mu = 1):
 Cross fits: each model fitted to the other's Asimov data (the other's expected counts with its
 own auxiliary data): fitted mu and its HESSE uncertainty. If FlashSim closes, mu = 1 within
 the uncertainty.
+
+Statistical uncertainty of the closure (``bootstrap``, with ``analysis.bootstrap.replicas``): full
+and flash are built from the same generator events, so their difference is not the difference of
+two independent samples. Each bootstrap replica (the analysis's histograms refilled with Poisson(1)
+weights per generator event, the same in both simulations) gives the two models again; the spread
+over the replicas of flash/full - 1 (of the expected significance, of its stat-only version, of the
+background yield) is the uncertainty of the nominal difference, ``significance_relative_difference_uncertainty``.
 """
 
 from __future__ import annotations
@@ -243,6 +250,59 @@ def closure(full: Mapping, flash: Mapping, mu_bounds: Sequence[float] = DEFAULT_
     return out
 
 
+def _replica(res: Mapping, variable: str, r: int) -> dict:
+    """The analysis result ``res`` with the fit variable's histogram of bootstrap replica ``r``."""
+    boot = res.get("bootstrap", {}).get(variable)
+    if boot is None:
+        raise ConfigError(f"analysis.bootstrap.replicas > 0 but the analysis output of '{res.get('sample')}' has no "
+                          f"bootstrap histogram of {variable!r}; rerun the analysis")
+    return {"hists": {variable: boot[{"replica": r}]}, "yields": res["yields"]}
+
+
+def _spread(values: Sequence[float]) -> dict:
+    v = np.asarray(values, float)
+    if not len(v):
+        return {"mean": None, "std": None, "q16": None, "q84": None}
+    q16, q84 = np.quantile(v, [0.16, 0.84])
+    return {"mean": float(v.mean()), "std": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
+            "q16": float(q16), "q84": float(q84)}
+
+
+def bootstrap_closure(full: Mapping[str, Mapping], flash: Mapping[str, Mapping], roles: Mapping[str, str],
+                      variable: str, rebin: int, keep: np.ndarray, copies: int) -> dict:
+    """flash/full - 1 of the expected significance, its stat-only version and the background
+    yield on every bootstrap replica (see the module docstring), in the bins ``keep`` of the
+    nominal fit that have background in the replica in both simulations (a replica can empty a
+    bin of few MC events; ``mean_bins_used``)."""
+    first = next(iter(full.values()))
+    boot = first.get("bootstrap", {}).get(variable)
+    n = 0 if boot is None else boot.axes["replica"].size
+    rel = {"significance": [], "stat_only_significance": [], "background_yield": []}
+    z_full, bins = [], []
+    for r in range(n):
+        tf = templates({s: _replica(v, variable, r) for s, v in full.items()}, roles, variable, rebin=rebin)
+        tg = templates({s: _replica(v, variable, r) for s, v in flash.items()}, roles, variable, rebin=rebin,
+                       mc_stat="equal_statistics", copies=copies)
+        kr = keep & (tf["background"][0] > 0) & (tg["background"][0] > 0)
+        if not kr.any():
+            continue
+        bins.append(int(kr.sum()))
+        zf = expected_significance(_model(model_spec(tf, kr)))["expected_significance"]
+        zg = expected_significance(_model(model_spec(tg, kr)))["expected_significance"]
+        sf, sg = stat_only_significance(tf, kr), stat_only_significance(tg, kr)
+        bf, bg = tf["background"][0][kr].sum(), tg["background"][0][kr].sum()
+        if zf > 0:
+            rel["significance"].append(zg / zf - 1)
+        rel["stat_only_significance"].append(sg / sf - 1)
+        rel["background_yield"].append(bg / bf - 1)
+        z_full.append(zf)
+    out = {"replicas": int(n), "used": len(rel["background_yield"]),
+           "mean_bins_used": float(np.mean(bins)) if bins else 0.0}
+    out.update({f"{k}_relative_difference": _spread(v) for k, v in rel.items()})
+    out["full_expected_significance"] = _spread(z_full)
+    return out
+
+
 def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Mapping[str, str],
         fit_cfg: Mapping, out_json: str, copies: int = 1) -> dict:
     """Load the analysis outputs, run :func:`closure` with ``analysis.fit`` (``variable``,
@@ -260,6 +320,13 @@ def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Ma
     to = templates(flash, roles, variable, rebin=rebin, mc_stat="events")
     out = {"variable": variable, "rebin": int(rebin), "flash_copies": int(copies),
            **closure(tf, tg, mu_bounds, flash_oversampled=to)}
+    if any("bootstrap" in r for r in full.values()):
+        b = bootstrap_closure(full, flash, roles, variable, rebin, np.asarray(out["bins_kept"], bool), copies)
+        out["bootstrap"] = b
+        out["significance_relative_difference_uncertainty"] = b["significance_relative_difference"]["std"]
+        log.info("closure: expected significance flash/full - 1 = %+.3f +- %s (%d of %d bootstrap replicas)",
+                 out["significance_relative_difference"], b["significance_relative_difference"]["std"],
+                 b["used"], b["replicas"])
     io.write_json(out_json, out)
     log.info("expected significance full %.3f, flash %.3f (oversampled: %.3f); mu uncertainty full %.3f, flash %.3f",
              out["full"]["expected_significance"], out["flash"]["expected_significance"],
@@ -280,6 +347,8 @@ def fit_rule(smk) -> None:
         out = fit(dict(zip(samples, smk.input.full, strict=True)), dict(zip(samples, smk.input.flash, strict=True)),
                   roles, cfg["analysis"]["fit"], smk.output.fit, copies=int(cfg["flashsim"]["oversampling_k"]))
         metrics = {"significance_relative_difference": out["significance_relative_difference"]}
+        if out.get("significance_relative_difference_uncertainty") is not None:
+            metrics["significance_relative_difference_uncertainty"] = out["significance_relative_difference_uncertainty"]
         for k in ("full", "flash", "flash_oversampled"):
             for m in ("expected_significance", "mu_uncertainty", "signal_yield", "background_yield"):
                 if out[k][m] is not None:

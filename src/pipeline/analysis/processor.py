@@ -17,7 +17,15 @@ Output (an accumulatable dict, merged by ``processor.Runner``)::
     {"hists":   {variable: hist.Hist(region, variable) with Weight storage},
      "cutflow": {cut: {"events": n, "sumw": sum w, "sumw2": sum w^2}},   # in selection order
      "yields":  {region: {"events": n, "sumw": sum w, "sumw2": sum w^2,
-                          "sumw2_events": sum over event numbers of (sum of their w)^2}}}
+                          "sumw2_events": sum over event numbers of (sum of their w)^2}},
+     "bootstrap": {fit variable: hist.Hist(region, replica, variable)}}   # if analysis.bootstrap.replicas
+
+Bootstrap replicas (``analysis.bootstrap.replicas``): the fit variable's histogram refilled with
+Poisson(1) weights per *event number* (:func:`pipeline.seeds.event_poisson1`, salted by the
+master seed, the sample and the replica): generator events resampled with replacement, identically
+in the full and in the flash simulation of the same events (and for the k flash copies of one), so
+that the spread of a full-vs-flash difference over the replicas is its statistical uncertainty
+with the correlation of the shared generator events taken into account.
 
 Statistical errors: FlashSim writes k copies of each generator event (same ``event`` number,
 weight genWeight / k, adjacent in the file); they are not independent, so the yields' errors use
@@ -42,6 +50,7 @@ import numpy as np
 
 from pipeline import features
 from pipeline.errors import ConfigError, InputFileError
+from pipeline.seeds import event_poisson1
 
 # The pipeline's NanoAOD has no Electron, Photon, Tau or FsrPhoton collections: NanoAODSchema warns
 # once per missing cross-reference target, which says nothing about the analysis.
@@ -154,6 +163,27 @@ def new_histograms(analysis_cfg: Mapping, with_score: bool) -> dict:
     return out
 
 
+def bootstrap_histogram(analysis_cfg: Mapping, variable: str, replicas: int):
+    """Empty ``hist.Hist`` (region x replica x ``variable``, Weight storage) of the bootstrap."""
+    import hist
+
+    bins, lo, hi = histogram_axes(analysis_cfg)[variable]
+    return hist.Hist(
+        hist.axis.StrCategory(list(regions(analysis_cfg)), name="region", label="region"),
+        hist.axis.Integer(0, int(replicas), name="replica", label="bootstrap replica", underflow=False, overflow=False),
+        hist.axis.Regular(bins, lo, hi, name=variable, label=axis_label(variable)),
+        storage=hist.storage.Weight(),
+    )
+
+
+def bootstrap_variable(analysis_cfg: Mapping) -> str:
+    """The histogram the bootstrap refills: ``analysis.fit.variable``, which must be histogrammed."""
+    var = _cfg(_cfg(analysis_cfg, "fit", "analysis"), "variable", "analysis.fit")
+    if var not in histogram_axes(analysis_cfg):
+        raise ConfigError(f"analysis.fit.variable is {var!r}, which is not in analysis.histograms")
+    return var
+
+
 def selection(cols: Mapping[str, np.ndarray], skim_cfg: Mapping, analysis_cfg: Mapping) -> list[tuple[str, np.ndarray]]:
     """Ordered ``(cut name, cumulative mask)`` of the VBF H -> mu mu selection (see module doc)."""
     vbf = _cfg(analysis_cfg, "vbf", "analysis")
@@ -194,14 +224,17 @@ def _sums(w: np.ndarray, event_ids: np.ndarray | None = None) -> dict:
 
 
 def process_columns(cols: Mapping[str, np.ndarray], weights: np.ndarray, skim_cfg: Mapping, analysis_cfg: Mapping,
-                    scores_fn=None, event_ids: np.ndarray | None = None) -> dict:
+                    scores_fn=None, event_ids: np.ndarray | None = None,
+                    bootstrap_salts: Sequence[int] = ()) -> dict:
     """Selection, histograms, cutflow and yields of one chunk given its event columns.
 
     ``cols`` holds :data:`pipeline.features.EVENT_COLUMNS` (numpy, one entry per event),
     ``weights`` the event weights; ``scores_fn(columns_of_selected_events) -> scores`` adds the
     classifier score (None: no score histogram); ``event_ids`` (the ``event`` branch) adds the
-    per-event-number variance ``sumw2_events`` to the yields. Used by :class:`VBFHmumuProcessor` and by the
-    skim-level benchmark (skims hold the same columns).
+    per-event-number variance ``sumw2_events`` to the yields; ``bootstrap_salts`` (one per
+    replica, :func:`pipeline.seeds.salt64`; needs ``event_ids``) the bootstrap histogram of
+    the fit variable (module docstring). Used by :class:`VBFHmumuProcessor` and by the skim-level
+    benchmark (skims hold the same columns).
     """
     cuts = selection(cols, skim_cfg, analysis_cfg)
     out = {"hists": new_histograms(analysis_cfg, scores_fn is not None), "cutflow": {}, "yields": {}}
@@ -213,11 +246,27 @@ def process_columns(cols: Mapping[str, np.ndarray], weights: np.ndarray, skim_cf
     ids = None if event_ids is None else np.asarray(event_ids)[sel]
     if scores_fn is not None:
         scols[SCORE] = scores_fn(scols)
+    boot = None
+    if len(bootstrap_salts):
+        if ids is None:
+            raise ValueError("bootstrap replicas need the event numbers (event_ids)")
+        bvar = bootstrap_variable(analysis_cfg)
+        if bvar not in out["hists"]:
+            raise ConfigError(f"analysis.fit.variable is {bvar!r} but this analysis has no such histogram "
+                              "(no classifier model was given)")
+        boot = bootstrap_histogram(analysis_cfg, bvar, len(bootstrap_salts))
+        out["bootstrap"] = {bvar: boot}
     for region, (lo, hi) in regions(analysis_cfg).items():
         in_region = (scols["m_mumu"] >= lo) & (scols["m_mumu"] < hi)
         out["yields"][region] = _sums(w[in_region], None if ids is None else ids[in_region])
         for var, h in out["hists"].items():
             h.fill(region=region, **{var: scols[var][in_region]}, weight=w[in_region])
+        if boot is not None and in_region.any():
+            n = int(in_region.sum())
+            p = np.stack([event_poisson1(ids[in_region], salt) for salt in bootstrap_salts])
+            boot.fill(region=region, replica=np.repeat(np.arange(len(bootstrap_salts)), n),
+                      **{bvar: np.tile(scols[bvar][in_region], len(bootstrap_salts))},
+                      weight=(p * w[in_region]).ravel())
     return out
 
 
@@ -233,12 +282,13 @@ class VBFHmumuProcessor(_ProcessorABC):
     """Coffea processor of the VBF H -> mu mu analysis (see the module docstring).
 
     ``norms``: ``{dataset: xsec * 1000 * lumi / sum genWeight}``; ``model_path`` / ``model_features``:
-    the TorchScript classifier and its input columns, or None (no score).
+    the TorchScript classifier and its input columns, or None (no score); ``bootstrap_salts``:
+    ``{dataset: one salt per bootstrap replica}`` (None or empty: no bootstrap histogram).
     """
 
     def __init__(self, skim_cfg: Mapping, analysis_cfg: Mapping, norms: Mapping[str, float],
                  model_path: str | None = None, model_feature_names: Sequence[str] | None = None,
-                 threads: int = 1):
+                 threads: int = 1, bootstrap_salts: Mapping[str, Sequence[int]] | None = None):
         self.skim_cfg = dict(skim_cfg)
         self.analysis_cfg = dict(analysis_cfg)
         self.norms = {k: float(v) for k, v in norms.items()}
@@ -247,6 +297,7 @@ class VBFHmumuProcessor(_ProcessorABC):
         if self.model_path is not None and not self.model_feature_names:
             raise ConfigError("a classifier model needs its feature names (model.json 'features')")
         self.threads = int(threads)
+        self.bootstrap_salts = {k: [int(x) for x in v] for k, v in (bootstrap_salts or {}).items()}
         regions(self.analysis_cfg)  # config errors before any chunk runs
         histogram_axes(self.analysis_cfg)
 
@@ -261,7 +312,8 @@ class VBFHmumuProcessor(_ProcessorABC):
         cols = features.event_features(sel_mu, sel_jet, events.MET.pt, events.MET.phi, self.skim_cfg)
         weights = ak.to_numpy(events.genWeight).astype(np.float64) * self.norms[dataset]
         return process_columns(cols, weights, self.skim_cfg, self.analysis_cfg,
-                               self._scores if self.model_path else None, ak.to_numpy(events.event))
+                               self._scores if self.model_path else None, ak.to_numpy(events.event),
+                               self.bootstrap_salts.get(dataset, ()))
 
     def postprocess(self, accumulator):
         return accumulator

@@ -67,10 +67,14 @@ def yields_table(yields: Mapping) -> str:
         for region, v in regs.items():
             (yf, ef), (yg, eg) = v["full"], v["flash"]
             err = (ef**2 + eg**2) ** 0.5
+            pe = v.get("difference_error_paired")
             rows.append([sample, region, f"{yf:.4g} ± {ef:.2g}", f"{yg:.4g} ± {eg:.2g}",
-                         (yg - yf) / err if err > 0 else 0.0])
-    return _page("Yields", _table("Yields per sample and region (luminosity-normalised, stat. errors)",
-                                  ["sample", "region", "full", "flash", "(flash-full)/σ"], rows))
+                         (yg - yf) / err if err > 0 else 0.0,
+                         "" if pe is None else f"{pe:.2g}", "" if not pe else (yg - yf) / pe])
+    return _page("Yields", _table("Yields per sample and region (luminosity-normalised, stat. errors; σ paired: "
+                                  "bootstrap over the shared generator events)",
+                                  ["sample", "region", "full", "flash", "(flash-full)/σ", "σ paired",
+                                   "(flash-full)/σ paired"], rows))
 
 
 def fit_table(fit: Mapping) -> str:
@@ -85,6 +89,16 @@ def fit_table(fit: Mapping) -> str:
                   f"({fit.get('bins_used')} bins); flash at the full simulation's MC statistics, and with "
                   f"its own ({fit.get('flash_copies', 1)} copies per gen event)",
                   ["quantity", "full", "flash", "flash (oversampled MC stat.)"], rows)
+    boot = fit.get("bootstrap")
+    if boot:
+        brows = [[name.replace("_relative_difference", "").replace("_", " "), boot[name]["mean"], boot[name]["std"],
+                  boot[name]["q16"], boot[name]["q84"]]
+                 for name in ("significance_relative_difference", "stat_only_significance_relative_difference",
+                              "background_yield_relative_difference")]
+        body += "<br>" + _table(f"flash/full - 1 over {boot['used']} of {boot['replicas']} bootstrap replicas "
+                                "(generator events resampled, the same in both simulations): the spread is the "
+                                "statistical uncertainty of the nominal difference",
+                                ["quantity", "mean", "std", "16 %", "84 %"], brows)
     cross = [[name, c["mu"], c["mu_uncertainty"]] for name, c in fit.get("cross", {}).items()]
     body += "<br>" + _table("Cross fits to the other simulation's Asimov data (expected mu = 1)",
                             ["fit", "mu", "uncertainty"], cross)

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline import io, skim
+from pipeline import io, seeds, skim
 from pipeline.analysis import processor as proc
 from pipeline.errors import ConfigError, EmptySelectionError, InputFileError
 
@@ -61,6 +61,17 @@ def _executor(analysis_cfg: Mapping, client, progress: bool):
     return processor.FuturesExecutor(workers=int(analysis_cfg["workers"]), status=progress), "futures"
 
 
+def bootstrap_salts(cfg: Mapping, sample: str, with_score: bool = True) -> list[int]:
+    """One salt per bootstrap replica of ``sample`` (``analysis.bootstrap.replicas``, 0: none),
+    from the master seed: the same for the full and the flash simulation of the sample. None
+    when the fit variable is the classifier score and the analysis runs without the classifier."""
+    acfg = cfg["analysis"]
+    n = int(acfg.get("bootstrap", {}).get("replicas", 0))
+    if not with_score and acfg.get("fit", {}).get("variable") == proc.SCORE:
+        n = 0
+    return [seeds.salt64(cfg["seed"], "analysis_bootstrap", sample, r) for r in range(n)]
+
+
 def run_processor(files: Sequence[str], dataset: str, cfg: Mapping, norm: float,
                   model_path: str | None = None, model_json: str | None = None, client=None,
                   progress: bool = True, executor=None) -> tuple[dict, str]:
@@ -77,7 +88,8 @@ def run_processor(files: Sequence[str], dataset: str, cfg: Mapping, norm: float,
     if model_path is not None and not Path(model_path).is_file():
         raise InputFileError(f"{model_path}: classifier model not found")
     instance = proc.VBFHmumuProcessor(cfg["skim"], acfg, {dataset: norm}, model_path, names,
-                                      threads=int(acfg.get("threads", 1)))
+                                      threads=int(acfg.get("threads", 1)),
+                                      bootstrap_salts={dataset: bootstrap_salts(cfg, dataset, model_path is not None)})
     kind = "custom"
     if executor is None:
         executor, kind = _executor(acfg, client, progress)

@@ -14,18 +14,14 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import nanoaod
+from pipeline.seeds import event_uniform
 from pipeline import skim as _skim
 
 def is_holdout(event: np.ndarray, fraction: float) -> np.ndarray:
-    """True for the events of the validation split: a hash of the event number (splitmix64)
-    below ``fraction``. The same event number is in the same split in every file and table."""
-    x = np.asarray(event, dtype=np.uint64).copy()
-    with np.errstate(over="ignore"):
-        x = x + np.uint64(0x9E3779B97F4A7C15)
-        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        x = x ^ (x >> np.uint64(31))
-    return (x >> np.uint64(11)).astype(np.float64) / 2.0**53 < float(fraction)
+    """True for the events of the validation split: a hash of the event number (splitmix64,
+    :func:`pipeline.seeds.event_uniform`) below ``fraction``. The same event number is in the same
+    split in every file and table."""
+    return event_uniform(event) < float(fraction)
 
 
 def needed_branches() -> list[str]:

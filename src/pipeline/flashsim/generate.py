@@ -104,7 +104,8 @@ def _flash_objects(obj: str, model: FlashSimModel, arrays: Mapping, k: int, g: n
     keep = g.uniform(size=len(eff)) < eff
     c_kept = c[keep]
     gen = {key: cond[key][rep][keep] for key in ("gen_pt", "gen_eta", "gen_phi", "gen_mass", "gen_hadronFlavour",
-                                                 "gen_charge") if key in cond}
+                                                 "gen_charge", "gen_expected_dxy_cm", "gen_expected_dz_cm")
+           if key in cond}
 
     def draw(rows):
         return pp.decode_targets(obj, model.sample(c_kept[rows], tg), {key: v[rows] for key, v in gen.items()},

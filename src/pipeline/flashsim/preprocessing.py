@@ -15,9 +15,14 @@ splines act on [-5, 5]; outside they are the identity, so standardise first):
   the training table);
 * integers and booleans (``nConstituents``, ``jetId``, charge flip, IDs): dequantised, ``k + u`` with
   ``u ~ U(0, 1)``, and floored back (``nConstituents`` as ``log(k + u)``);
-* ``pfRelIso04_all``: ``log(iso + 1e-3)``, with iso = 0 dequantised just below ``log(1e-3)``; ``dxy``, ``dz``: ``asinh(x / 10 um)``, signed and log-like
-  in the tails; ``ip3d`` the same (``log(ip3d)`` put the non-prompt tail beyond 0.3 cm outside
-  the splines' [-5, 5] after standardisation, where a flow is the identity and the tail is lost).
+* ``pfRelIso04_all``: ``log(iso + 1e-3)``, with iso = 0 dequantised just below ``log(1e-3)``;
+* ``dxy``, ``dz``, ``ip3d``: ``asinh(x / scale)``, signed and log-like in the tails, with
+  ``scale`` = 10 um + the size of the muon's expected displacement from its gen ancestors
+  (:func:`ip_scales`), and dxy/dz signed relative to the expected ones: prompt muons in units of
+  10 um, non-prompt ones in units of their mean flight. (``log(ip3d)``, and ``asinh`` in units of
+  10 um for all muons, put the non-prompt tail beyond 0.3 cm at the edge of the splines' [-5, 5]
+  after standardisation, where a flow is the identity: the flow under-produced it.) Fake muons,
+  without a gen muon, keep the 10 um unit.
 
 Conditions are encoded the same way (logs of pT and distances, one-hot flavours; a non-prompt
 muon's expected dxy and dz from its gen ancestors' mean flight as ``asinh(x / 10 um)``, signed) and
@@ -45,8 +50,8 @@ PARTON_CLASSES = ("unknown", "light", "charm", "bottom", "gluon")
 #: Model columns (order of the flow's features) per object; ``fake_*`` for the fake-object flows.
 JET_TARGETS = ("log_pt_ratio", "deta", "dphi", "log_mass_ratio", "logit_btag", "logit_qgl",
                "log_nconst", "jetid_ord")
-MUON_TARGETS = ("log_pt_ratio", "deta", "dphi", "charge_flip", "log_iso", "id_ord", "asinh_dxy",
-                "asinh_dz", "asinh_ip3d")
+MUON_TARGETS = ("log_pt_ratio", "deta", "dphi", "charge_flip", "log_iso", "id_ord", "asinh_dxy_rel",
+                "asinh_dz_rel", "asinh_ip3d_rel")
 FAKE_JET_TARGETS = ("log_pt", "eta", "phi", "log_mass_over_pt", "logit_btag", "logit_qgl", "log_nconst",
                     "jetid_ord")
 FAKE_MUON_TARGETS = ("log_pt", "eta", "phi", "charge", "log_iso", "id_ord", "asinh_dxy", "asinh_dz",
@@ -197,16 +202,37 @@ def _decode_iso(x: np.ndarray) -> np.ndarray:
     return np.where(x < np.log(ISO_OFFSET), 0.0, np.exp(x) - ISO_OFFSET).clip(0, None).astype(np.float32)
 
 
-def _muon_common(t: Mapping, rng: np.random.Generator, what: str) -> dict:
+def ip_scales(t: Mapping, what: str) -> dict[str, np.ndarray]:
+    """Per muon, the unit [cm] and the sign of its impact parameters in the model columns:
+    ``IP_SCALE_CM`` plus the size of the expected displacement (``gen_expected_dxy_cm``,
+    ``gen_expected_dz_cm``, and the ip3d of the two), and the sign of the expected dxy/dz (+1 where
+    0). A prompt muon's IPs stay in units of 10 um; a non-prompt one's are ~ an Exp(1) multiple of
+    its ancestors' mean flight, an O(1) number whatever the flight: the centimetre tail of B, D
+    and kaon decays sits inside the splines like the core."""
+    exp_dxy = _col(t, "gen_expected_dxy_cm", what).astype(np.float64)
+    exp_dz = _col(t, "gen_expected_dz_cm", what).astype(np.float64)
+    cosh = np.cosh(_col(t, "gen_eta", what).astype(np.float64))
+    return {"dxy": IP_SCALE_CM + np.abs(exp_dxy), "dz": IP_SCALE_CM + np.abs(exp_dz),
+            "ip3d": IP_SCALE_CM + np.hypot(exp_dxy, exp_dz / cosh),
+            "dxy_sign": np.where(exp_dxy < 0, -1.0, 1.0), "dz_sign": np.where(exp_dz < 0, -1.0, 1.0)}
+
+
+def _prompt_scales(n: int) -> dict[str, np.ndarray]:
+    one = np.ones(n)
+    return {"dxy": IP_SCALE_CM * one, "dz": IP_SCALE_CM * one, "ip3d": IP_SCALE_CM * one, "dxy_sign": one,
+            "dz_sign": one}
+
+
+def _muon_common(t: Mapping, rng: np.random.Generator, what: str, sc: Mapping, suffix: str) -> dict:
     n = len(_col(t, "reco_pt", what))
     medium = _col(t, "reco_mediumId", what).astype(bool)
     tight = _col(t, "reco_tightId", what).astype(bool)
     return {
         "log_iso": _encode_iso(_col(t, "reco_pfRelIso04_all", what).astype(np.float64), rng),
         "id_ord": medium.astype(np.float64) + (medium & tight) + rng.uniform(size=n),
-        "asinh_dxy": np.arcsinh(_col(t, "reco_dxy", what).astype(np.float64) / IP_SCALE_CM),
-        "asinh_dz": np.arcsinh(_col(t, "reco_dz", what).astype(np.float64) / IP_SCALE_CM),
-        "asinh_ip3d": np.arcsinh(np.abs(_col(t, "reco_ip3d", what).astype(np.float64)) / IP_SCALE_CM),
+        f"asinh_dxy{suffix}": np.arcsinh(_col(t, "reco_dxy", what).astype(np.float64) * sc["dxy_sign"] / sc["dxy"]),
+        f"asinh_dz{suffix}": np.arcsinh(_col(t, "reco_dz", what).astype(np.float64) * sc["dz_sign"] / sc["dz"]),
+        f"asinh_ip3d{suffix}": np.arcsinh(np.abs(_col(t, "reco_ip3d", what).astype(np.float64)) / sc["ip3d"]),
     }
 
 
@@ -228,7 +254,7 @@ def encode_targets(obj: str, table: Mapping, rng: np.random.Generator) -> np.nda
     else:
         flip = _col(table, "reco_charge", what).astype(np.int64) != _col(table, "gen_charge", what).astype(np.int64)
         cols["charge_flip"] = flip + rng.uniform(size=len(flip))
-        cols.update(_muon_common(table, rng, what))
+        cols.update(_muon_common(table, rng, what, ip_scales(table, what), "_rel"))
     return np.column_stack([cols[k] for k in TARGETS[obj]]).astype(np.float32)
 
 
@@ -242,7 +268,7 @@ def encode_fake_targets(obj: str, table: Mapping, rng: np.random.Generator) -> n
         cols.update(_jet_common(table, rng, what))
     else:
         cols["charge"] = (_col(table, "reco_charge", what) > 0) + rng.uniform(size=len(pt))
-        cols.update(_muon_common(table, rng, what))
+        cols.update(_muon_common(table, rng, what, _prompt_scales(len(pt)), ""))
     return np.column_stack([cols[k] for k in FAKE_TARGETS[obj]]).astype(np.float32)
 
 
@@ -259,22 +285,22 @@ def _decode_jet_common(x: dict, eta: np.ndarray, btag_abs_eta_max: float) -> dic
     }
 
 
-def _decode_muon_common(x: dict) -> dict:
+def _decode_muon_common(x: dict, sc: Mapping, suffix: str) -> dict:
     id_ord = np.floor(x["id_ord"]).clip(0, 2)
     return {
         "pfRelIso04_all": _decode_iso(x["log_iso"]),
         "mediumId": id_ord >= 1,
         "tightId": id_ord >= 2,
-        "dxy": (np.sinh(x["asinh_dxy"]) * IP_SCALE_CM).astype(np.float32),
-        "dz": (np.sinh(x["asinh_dz"]) * IP_SCALE_CM).astype(np.float32),
-        "ip3d": np.abs(np.sinh(x["asinh_ip3d"]) * IP_SCALE_CM).astype(np.float32),
+        "dxy": (np.sinh(x[f"asinh_dxy{suffix}"]) * sc["dxy"] * sc["dxy_sign"]).astype(np.float32),
+        "dz": (np.sinh(x[f"asinh_dz{suffix}"]) * sc["dz"] * sc["dz_sign"]).astype(np.float32),
+        "ip3d": np.abs(np.sinh(x[f"asinh_ip3d{suffix}"]) * sc["ip3d"]).astype(np.float32),
     }
 
 
 def decode_targets(obj: str, x: np.ndarray, gen: Mapping, btag_abs_eta_max: float = 2.5) -> dict[str, np.ndarray]:
     """Contract fields (without the gen index) of objects generated from gen rows ``gen``
     (``gen_pt``, ``gen_eta``, ``gen_phi``, and ``gen_mass``/``gen_hadronFlavour`` for jets,
-    ``gen_charge`` for muons)."""
+    ``gen_charge``, ``gen_expected_dxy_cm`` and ``gen_expected_dz_cm`` for muons)."""
     x64 = {k: x[:, i].astype(np.float64) for i, k in enumerate(TARGETS[obj])}
     g = {k: np.asarray(v, dtype=np.float64) for k, v in gen.items()}
     out = {
@@ -291,7 +317,7 @@ def decode_targets(obj: str, x: np.ndarray, gen: Mapping, btag_abs_eta_max: floa
         out["mass"] = np.full(len(x), MUON_MASS_GEV, dtype=np.float32)
         flip = np.floor(x64["charge_flip"]).clip(0, 1) >= 1
         out["charge"] = np.where(flip, -g["gen_charge"], g["gen_charge"]).astype(np.int32)
-        out.update(_decode_muon_common(x64))
+        out.update(_decode_muon_common(x64, ip_scales(g, "FlashSim muon decoding"), "_rel"))
     return _contract_order(obj, out)
 
 
@@ -307,7 +333,7 @@ def decode_fake_targets(obj: str, x: np.ndarray, btag_abs_eta_max: float = 2.5) 
     else:
         out["mass"] = np.full(len(x), MUON_MASS_GEV, dtype=np.float32)
         out["charge"] = np.where(np.floor(x64["charge"]).clip(0, 1) >= 1, 1, -1).astype(np.int32)
-        out.update(_decode_muon_common(x64))
+        out.update(_decode_muon_common(x64, _prompt_scales(len(x)), ""))
     return _contract_order(obj, out)
 
 
