@@ -360,3 +360,12 @@ def test_yields_table_paired_error(cfg, vbf_file):
     assert t2["difference_error_paired"] < np.hypot(t2["full"][1], t2["flash"][1])
     pulls = compare.yields_agreement({SAMPLE: {"signal": t2}}, paired=True)
     assert pulls[SAMPLE]["signal"] < 0
+
+
+def test_pulls_total():
+    table = {"a": {"r1": {"full": [10.0, 3.0], "flash": [14.0, 4.0]}, "r2": {"full": [0.0, 0.0], "flash": [0.0, 0.0]}},
+             "b": {"r1": {"full": [5.0, 1.0], "flash": [5.0, 1.0]}}}
+    t = compare.pulls_total(table)
+    assert t["ndf"] == 2 and t["chi2"] == pytest.approx((4 / 5) ** 2)
+    assert t["max_abs_pull"] == pytest.approx(0.8)
+    assert t["p_value"] == pytest.approx(np.exp(-0.64 / 2))  # chi2 with 2 dof: sf = exp(-x/2)

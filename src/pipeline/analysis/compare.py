@@ -18,6 +18,8 @@ bootstrap replicas (``analysis.bootstrap.replicas``), ``"difference_error_paired
 deviation over the replicas of flash - full, the uncertainty of the difference with the shared
 generator events taken into account (smaller than the two errors in quadrature when the
 simulations agree event by event); ``comparison.json`` then has ``yield_pulls_paired`` too.
+``comparison.json`` ``yield_pulls_total``: the squared pulls summed over samples and regions, with
+their number and chi2 p-value.
 """
 
 from __future__ import annotations
@@ -90,6 +92,19 @@ def yields_agreement(table: Mapping, paired: bool = False) -> dict:
     return out
 
 
+def pulls_total(table: Mapping) -> dict:
+    """Sum of the squared yield pulls over every (sample, region) with a nonzero error, its
+    number of terms and the chi2 p-value: whether the set of pulls is what statistical
+    fluctuations give (the largest of many pulls exceeds 2 in a fair fraction of comparisons)."""
+    from scipy.stats import chi2 as chi2_dist
+
+    terms = [(v["flash"][0] - v["full"][0]) / float(np.hypot(v["full"][1], v["flash"][1]))
+             for regs in table.values() for v in regs.values() if np.hypot(v["full"][1], v["flash"][1]) > 0]
+    total = float(np.sum(np.square(terms)))
+    return {"chi2": total, "ndf": len(terms), "p_value": float(chi2_dist.sf(total, len(terms))) if terms else None,
+            "max_abs_pull": float(np.max(np.abs(terms))) if terms else None}
+
+
 def compare(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], plots_dir: str,
             yields_json: str, comparison_json: str, pdf: bool = False) -> dict:
     """Overlay full and flash histograms of every sample; write plots, yields.json, comparison.json."""
@@ -119,11 +134,11 @@ def compare(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], plots
                 pdf=pdf)
     table = yields_table(results)
     io.write_json(yields_json, table)
-    agreement = {"chi2": comparison, "yield_pulls": yields_agreement(table)}
+    agreement = {"chi2": comparison, "yield_pulls": yields_agreement(table), "yield_pulls_total": pulls_total(table)}
     if any("difference_error_paired" in v for regs in table.values() for v in regs.values()):
         agreement["yield_pulls_paired"] = yields_agreement(table, paired=True)
     io.write_json(comparison_json, agreement)
-    return {"yields": table, "comparison": comparison}
+    return {"yields": table, "comparison": comparison, "yield_pulls_total": agreement["yield_pulls_total"]}
 
 
 def compare_rule(smk) -> None:
@@ -149,6 +164,7 @@ def compare_rule(smk) -> None:
         for sample, vs in out["comparison"].items():
             for var, c in vs.items():
                 metrics[f"{sample}.chi2_ndf.{var}"] = c["chi2_ndf"]
+        metrics.update({f"yield_pulls_total.{k}": v for k, v in out["yield_pulls_total"].items() if v is not None})
         run.log_metrics(metrics)
         run.log_artifact(smk.output.yields)
         run.log_artifact(smk.output.comparison)
