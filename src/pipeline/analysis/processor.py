@@ -176,14 +176,6 @@ def bootstrap_histogram(analysis_cfg: Mapping, variable: str, replicas: int):
     )
 
 
-def bootstrap_variable(analysis_cfg: Mapping) -> str:
-    """The histogram the bootstrap refills: ``analysis.fit.variable``, which must be histogrammed."""
-    var = _cfg(_cfg(analysis_cfg, "fit", "analysis"), "variable", "analysis.fit")
-    if var not in histogram_axes(analysis_cfg):
-        raise ConfigError(f"analysis.fit.variable is {var!r}, which is not in analysis.histograms")
-    return var
-
-
 def selection(cols: Mapping[str, np.ndarray], skim_cfg: Mapping, analysis_cfg: Mapping) -> list[tuple[str, np.ndarray]]:
     """Ordered ``(cut name, cumulative mask)`` of the VBF H -> mu mu selection (see module doc)."""
     vbf = _cfg(analysis_cfg, "vbf", "analysis")
@@ -250,10 +242,10 @@ def process_columns(cols: Mapping[str, np.ndarray], weights: np.ndarray, skim_cf
     if len(bootstrap_salts):
         if ids is None:
             raise ValueError("bootstrap replicas need the event numbers (event_ids)")
-        bvar = bootstrap_variable(analysis_cfg)
+        bvar = _cfg(_cfg(analysis_cfg, "fit", "analysis"), "variable", "analysis.fit")
         if bvar not in out["hists"]:
             raise ConfigError(f"analysis.fit.variable is {bvar!r} but this analysis has no such histogram "
-                              "(no classifier model was given)")
+                              "(not in analysis.histograms, or the score without a classifier model)")
         boot = bootstrap_histogram(analysis_cfg, bvar, len(bootstrap_salts))
         out["bootstrap"] = {bvar: boot}
     for region, (lo, hi) in regions(analysis_cfg).items():

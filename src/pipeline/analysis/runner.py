@@ -63,8 +63,9 @@ def _executor(analysis_cfg: Mapping, client, progress: bool):
 
 def bootstrap_salts(cfg: Mapping, sample: str, with_score: bool = True) -> list[int]:
     """One salt per bootstrap replica of ``sample`` (``analysis.bootstrap.replicas``, 0: none),
-    from the master seed: the same for the full and the flash simulation of the sample. None
-    when the fit variable is the classifier score and the analysis runs without the classifier."""
+    from the master seed: the same for the full and the flash simulation of the sample; empty
+    when the fit variable is the classifier score and the analysis runs without the
+    classifier."""
     acfg = cfg["analysis"]
     n = int(acfg.get("bootstrap", {}).get("replicas", 0))
     if not with_score and acfg.get("fit", {}).get("variable") == proc.SCORE:

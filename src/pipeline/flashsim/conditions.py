@@ -14,8 +14,8 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline import nanoaod
-from pipeline.seeds import event_uniform
 from pipeline import skim as _skim
+from pipeline.seeds import event_uniform
 
 def is_holdout(event: np.ndarray, fraction: float) -> np.ndarray:
     """True for the events of the validation split: a hash of the event number (splitmix64,
