@@ -28,6 +28,7 @@ demo: install
 	$(BIN)/snakemake --profile profiles/laptop --configfile $(CONFIG) --cores $(CORES) --report results/report.html
 
 test: install
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest tests
 	$(BIN)/snakemake --lint
 	$(BIN)/snakemake --profile profiles/slurm --configfile config/config.yaml --dry-run --quiet rules
@@ -36,6 +37,7 @@ test-unit: install
 	$(BIN)/python -m pytest tests -m "not slow"
 
 lint: install
+	$(BIN)/lint-imports
 	$(BIN)/snakemake --lint
 
 dryrun: install

@@ -4,7 +4,7 @@ read rate of the same branches, in one run.
 On one core (coffea's IterativeExecutor, in process; 1 torch thread):
 
 - ``uproot_nanoaod_events_per_s``: uproot reads the processor's branches (ids, genWeight, Muon,
-  Jet, MET: :func:`pipeline.analysis.runner.analysis_branches`) of the NanoAOD files, nothing else
+  Jet, MET: :func:`pipeline.analysis.execute.analysis_branches`) of the NanoAOD files, nothing else
 - ``processor_nanoaod_events_per_s``: ``processor.Runner`` with the VBF H->mumu processor on the
   same files (NanoEvents, object selection, event features, cuts, histograms, merge)
 - ``parquet_skim_rows_per_s``: pyarrow reads the event columns of the skim
@@ -23,12 +23,12 @@ import sys
 import numpy as np
 
 from pipeline import io
+from pipeline.analysis import execute
 from pipeline.analysis import processor as proc
-from pipeline.analysis import runner
 from pipeline.bench import timed, write_result
 from pipeline.config import load_config
 from pipeline.features import EVENT_COLUMNS
-from pipeline.skim import sample_normalisation
+from pipeline.normalisation import sample_normalisation
 
 
 def main() -> None:
@@ -48,8 +48,8 @@ def main() -> None:
     skims = [f"{args.results}/skims/{s}.parquet" for s in samples]
     if not files:
         sys.exit(f"no NanoAOD files under {args.results}/samples/{{{','.join(samples)}}}/: run the DAG first")
-    n_events = runner.check_inputs(files, cfg["skim"], "analysis benchmark")
-    branches = runner.analysis_branches(cfg["skim"])
+    n_events = execute.check_inputs(files, cfg["skim"], "analysis benchmark")
+    branches = execute.analysis_branches(cfg["skim"])
 
     def uproot_read():
         n = 0
@@ -58,8 +58,8 @@ def main() -> None:
         return n
 
     def coffea_run():
-        out, _ = runner.run_processor(files, samples[0], cfg, 1.0, progress=False,
-                                      executor=processor.IterativeExecutor(status=False))
+        out, _ = execute.run_processor(files, samples[0], acfg, cfg["skim"], cfg["seed"], 1.0, progress=False,
+                                       executor=processor.IterativeExecutor(status=False))
         return out
 
     uproot_read()  # warm-up: file cache and imports, as the processor run below gets them too

@@ -2,7 +2,7 @@
 and 10^4 on CPU (and GPU where there is one) next to the reference simulation's ms per shower at
 the same incident energies (log-uniform over the configured range), and their ratio.
 
-The GAN is the trained model of the DAG (``--model``, default results/calo/gan/model.pt, either
+The GAN is the trained model of the DAG (``--model``, default results/models/calo/model.pt, either
 generator: the Flow-GAN's flows or the MLP); without one, a freshly initialised generator of the
 configured kind and size is timed (the cost does not depend on
 the weights; the JSON says which).
@@ -57,7 +57,7 @@ def main() -> None:
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--config", default="config/config.yaml")
-    ap.add_argument("--model", default="results/calo/gan/model.pt")
+    ap.add_argument("--model", default="results/models/calo/model.pt")
     ap.add_argument("--reference-showers", type=int, default=2000, help="showers the reference simulates")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads")
     ap.add_argument("--out", default="results/benchmarks/calo.json")

@@ -83,7 +83,7 @@ def main() -> None:
 
     arrays = {k: ak.concatenate([p[k] for p in gen_parts]) for k in gen_parts[0]}
     arrays = {k: (ak.to_numpy(v) if v.ndim == 1 else v) for k, v in arrays.items()}
-    models = load_models({o: str(Path(args.models) / f"{o}.pt") for o in ("jets", "muons")})
+    models = load_models([str(Path(args.models) / f"{o}.pt") for o in ("jets", "muons")])
     g = np.random.default_rng(1)
     tg = torch.Generator().manual_seed(1)
     redraws = int(cfg["flashsim"]["acceptance_redraws"])

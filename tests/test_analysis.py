@@ -13,8 +13,8 @@ import awkward as ak
 import numpy as np
 import pytest
 
-from pipeline import features, io, nanoaod, skim
-from pipeline.analysis import compare, fit, processor, runner
+from pipeline import features, io, nanoaod, normalisation, skim
+from pipeline.analysis import compare, execute, fit, processor
 from pipeline.errors import ConfigError, MissingBranchError
 
 SAMPLE = "vbf_hmumu"
@@ -28,19 +28,26 @@ def cfg(tiny_config):
     return c
 
 
+def run_analysis(files, out, sample, simtype, c, *args, **kwargs):
+    """:func:`execute.run_analysis` with the blocks of the whole config ``c``."""
+    return execute.run_analysis(files, out, sample, simtype, c["samples"][sample], c["analysis"], c["skim"],
+                                c["luminosity_fb"], c["seed"], *args, **kwargs)
+
+
 @pytest.fixture(scope="module")
 def vbf_file(cfg, tmp_path_factory):
     from pipeline.samples.produce import produce_chunk
 
     path = tmp_path_factory.mktemp("analysis") / "vbf_chunk0.root"
-    produce_chunk(SAMPLE, 0, cfg, str(path), progress=False)
+    produce_chunk(SAMPLE, 0, cfg["samples"][SAMPLE], cfg["generation"], cfg["detector"], cfg["seed"], str(path),
+                  progress=False)
     return str(path)
 
 
 @pytest.fixture(scope="module")
 def futures_result(cfg, vbf_file, tmp_path_factory):
     out = tmp_path_factory.mktemp("futures") / "full.coffea"
-    return runner.run_analysis([vbf_file], str(out), SAMPLE, "full", cfg, progress=False), str(out)
+    return run_analysis([vbf_file], str(out), SAMPLE, "full", cfg, progress=False), str(out)
 
 
 def _independent_selection(path, cfg):
@@ -49,14 +56,14 @@ def _independent_selection(path, cfg):
     cols = features.compute_event_features(io.collection(arrays, "Muon", features.muon_fields(cfg["skim"])),
                                            io.collection(arrays, "Jet", features.jet_fields()),
                                            arrays["MET_pt"], arrays["MET_phi"], cfg["skim"])
-    norm = skim.sample_normalisation([path], SAMPLE, cfg["samples"][SAMPLE], cfg["luminosity_fb"])["norm"]
+    norm = normalisation.sample_normalisation([path], SAMPLE, cfg["samples"][SAMPLE], cfg["luminosity_fb"])["norm"]
     w = ak.to_numpy(arrays["genWeight"]).astype(np.float64) * norm
     return cols, processor.selection(cols, cfg["skim"], cfg["analysis"]), w
 
 
 def test_cutflow_monotonic_and_histograms_hold_the_selected_weights(cfg, vbf_file, futures_result):
     res, path = futures_result
-    assert runner.load_result(path)["yields"] == res["yields"]
+    assert execute.load_result(path)["yields"] == res["yields"]
     flow = list(res["cutflow"].values())
     assert flow[0]["events"] == res["n_events"] == 200
     assert all(b["events"] <= a["events"] for a, b in zip(flow, flow[1:]))
@@ -87,7 +94,8 @@ def test_dask_executor_gives_identical_histograms(cfg, vbf_file, futures_result)
     norm = res["norm"]
     with LocalCluster(n_workers=1, threads_per_worker=1, processes=False, dashboard_address=None) as cluster, \
             Client(cluster) as client:
-        out, kind = runner.run_processor([vbf_file], SAMPLE, cfg, norm, client=client, progress=False)
+        out, kind = execute.run_processor([vbf_file], SAMPLE, cfg["analysis"], cfg["skim"], cfg["seed"], norm,
+                                          client=client, progress=False)
     assert kind == "dask"
     assert out["cutflow"] == res["cutflow"]
     assert set(out["hists"]) == set(res["hists"])
@@ -99,7 +107,7 @@ def test_dask_executor_gives_identical_histograms(cfg, vbf_file, futures_result)
 def test_processor_runs_on_real_cms_nanoaod(cfg, nano_dy, tmp_path):
     c = copy.deepcopy(cfg)
     c["samples"] = {"cms_dy": {"files": [str(nano_dy)], "role": "background", "xsec_pb": 6077.22}}
-    res = runner.run_analysis([str(nano_dy)], str(tmp_path / "dy.coffea"), "cms_dy", "full", c, progress=False)
+    res = run_analysis([str(nano_dy)], str(tmp_path / "dy.coffea"), "cms_dy", "full", c, progress=False)
     flow = list(res["cutflow"].values())
     assert flow[0]["events"] == res["n_events"] == 40
     assert flow[1]["events"] > 0  # real DY: events with two selected muons
@@ -127,7 +135,7 @@ def test_classifier_score_histogram(cfg, vbf_file, tmp_path, futures_result):
     c = copy.deepcopy(cfg)
     c["analysis"]["use_classifier"] = True
     c["analysis"]["histograms"] = {v: cfg["analysis"]["histograms"][v] for v in ("m_mumu", "score")}
-    res = runner.run_analysis([vbf_file], str(tmp_path / "s.coffea"), SAMPLE, "full", c, model, meta, progress=False)
+    res = run_analysis([vbf_file], str(tmp_path / "s.coffea"), SAMPLE, "full", c, model, meta, progress=False)
     assert res["with_score"] and "score" in res["hists"]
     cols, cuts, w = _independent_selection(vbf_file, cfg)
     sel = cuts[-1][1] & (cols["m_mumu"] >= 115) & (cols["m_mumu"] < 135)
@@ -210,7 +218,7 @@ def test_compare_writes_yields_and_plots(cfg, vbf_file, futures_result, tmp_path
     flash_path = tmp_path / "flash.coffea"
     few = copy.deepcopy(cfg)  # fewer histograms: the comparison plots those both outputs have
     few["analysis"]["histograms"] = {v: cfg["analysis"]["histograms"][v] for v in ("m_mumu", "m_jj")}
-    runner.run_analysis([vbf_file], str(flash_path), SAMPLE, "flash", few, progress=False)
+    run_analysis([vbf_file], str(flash_path), SAMPLE, "flash", few, progress=False)
     plots, yj, cj = tmp_path / "plots", tmp_path / "yields.json", tmp_path / "comparison.json"
     compare.compare({SAMPLE: full_path}, {SAMPLE: str(flash_path)}, str(plots), str(yj), str(cj))
     yields = json.loads(yj.read_text())
@@ -239,7 +247,7 @@ def test_missing_branch_is_one_clear_error(cfg, vbf_file, tmp_path):
     io.write_nanoaod(bad, events, collections=["Jet", "Muon"])
     out = tmp_path / "bad.coffea"
     with pytest.raises(MissingBranchError, match="Muon_pfRelIso04_all"):
-        runner.run_analysis([str(bad)], str(out), SAMPLE, "full", cfg, progress=False)
+        run_analysis([str(bad)], str(out), SAMPLE, "full", cfg, progress=False)
     assert not out.exists()
 
 
@@ -286,7 +294,7 @@ def test_bootstrap_replicas_resample_generator_events(cfg, vbf_file):
     c = _bootstrap_cfg(cfg)
     cols, _, w = _independent_selection(vbf_file, c)
     ids = np.arange(len(w), dtype=np.uint64) + 7
-    salts = runner.bootstrap_salts(c, SAMPLE)
+    salts = execute.bootstrap_salts(c["analysis"], c["seed"], SAMPLE)
     assert len(salts) == 40 and len(set(salts)) == 40
     one = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=salts)
     k = 3
@@ -301,11 +309,11 @@ def test_bootstrap_replicas_resample_generator_events(cfg, vbf_file):
     assert not np.allclose(per_replica, per_replica[0])
     assert abs(per_replica.mean() - y["sumw"]) < 4 * y["sumw2"] ** 0.5 / np.sqrt(len(salts))
     assert 0.6 < per_replica.std(ddof=1) / y["sumw2"] ** 0.5 < 1.5
-    other = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids,
-                                      bootstrap_salts=runner.bootstrap_salts(c, "another_sample"))
+    other_salts = execute.bootstrap_salts(c["analysis"], c["seed"], "another_sample")
+    other = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=other_salts)
     assert not np.allclose(other["bootstrap"]["m_mumu"].values(), b1.values())
     # without the classifier a score fit has no bootstrap histogram to fill
-    assert runner.bootstrap_salts(cfg, SAMPLE, with_score=False) == []
+    assert execute.bootstrap_salts(cfg["analysis"], cfg["seed"], SAMPLE, with_score=False) == []
 
 
 def test_bootstrap_closure_uncertainty(cfg, vbf_file):
@@ -314,7 +322,7 @@ def test_bootstrap_closure_uncertainty(cfg, vbf_file):
     c = _bootstrap_cfg(cfg, replicas=20)
     cols, sel, w = _independent_selection(vbf_file, c)
     ids = np.arange(len(w), dtype=np.uint64)
-    salts = runner.bootstrap_salts(c, SAMPLE)
+    salts = execute.bootstrap_salts(c["analysis"], c["seed"], SAMPLE)
     roles = {"s": "signal", "b": "background"}
 
     def result(weights):
@@ -343,7 +351,7 @@ def test_yields_table_paired_error(cfg, vbf_file):
     c = _bootstrap_cfg(cfg, replicas=30)
     cols, _, w = _independent_selection(vbf_file, c)
     ids = np.arange(len(w), dtype=np.uint64)
-    salts = runner.bootstrap_salts(c, SAMPLE)
+    salts = execute.bootstrap_salts(c["analysis"], c["seed"], SAMPLE)
     res = processor.process_columns(cols, w, c["skim"], c["analysis"], event_ids=ids, bootstrap_salts=salts)
     table = compare.yields_table({SAMPLE: {"full": res, "flash": res}})
     for v in table[SAMPLE].values():

@@ -183,7 +183,7 @@ def test_bad_calochallenge_file(tmp_path, good_showers, case):
                 f.create_dataset("showers", data=s)
                 expected = "negative energies in 'showers'"
     cfg = {"base": TINY, "calo": {"samples": {"user": {"particle": "photon", "file": str(bad), "binning": str(xml)}}}}
-    _assert_rule_error(tmp_path, cfg, "results/calo/gan/model.pt", "train_calo_gan", str(bad), expected)
+    _assert_rule_error(tmp_path, cfg, "results/models/calo/model.pt", "train_calo_gan", str(bad), expected)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -205,7 +205,7 @@ def test_skim_without_a_column_the_classifier_needs(tmp_path, tiny_dag_run):
     bad = skims / "vbf_hmumu.parquet"
     table = pq.read_table(bad)
     pq.write_table(table.drop_columns(["m_mumu"]), bad)
-    target = f"results/classifier/lambda_{lambda_tag(cfg['classifier']['lambdas'][0])}/scorer.pt"
+    target = f"results/models/classifier/lambda_{lambda_tag(cfg['classifier']['lambdas'][0])}/scorer.pt"
     _assert_rule_error(tmp_path, {"base": TINY}, target, "train_classifier",
                        "results/skims/vbf_hmumu.parquet: no column 'm_mumu'",
                        extra=("--allowed-rules", "train_classifier", "mlflow_init"))

@@ -72,4 +72,4 @@ def test_width_mismatch_stops_the_dag_with_one_line(tmp_path, repo):
     lines = [ln for ln in out.splitlines() if ln.startswith("ERROR in rule train_calo_gan:")]
     assert len(lines) == 1, out[-3000:]
     assert str(h5) in lines[0] and "300 voxels per shower but the geometry has 368" in lines[0]
-    assert not (tmp_path / "results" / "calo" / "gan" / "model.pt").exists()
+    assert not (tmp_path / "results" / "models" / "calo" / "model.pt").exists()

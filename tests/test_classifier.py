@@ -21,6 +21,7 @@ from pipeline.classifier.data import load_population, split_of
 from pipeline.classifier.disco import distance_corr_sq, lambda_tag
 from pipeline.classifier.model import Scorer
 from pipeline.classifier.train import train_classifier
+from pipeline.config import validate_config
 from pipeline.errors import ConfigError, MissingColumnError
 
 FEATURES = ["mu1_pt", "m_jj", "j2_eta", "n_jets"]
@@ -125,6 +126,9 @@ def _skim(path, n: int, signal: bool, seed: int, drop: str | None = None) -> str
     return str(path)
 
 
+ROLES = {"sig": "signal", "bkg": "background"}
+
+
 def _cfg(lambdas):
     return {
         "seed": 7,
@@ -150,8 +154,10 @@ def trained(tmp_path_factory):
     for lam in cfg["classifier"]["lambdas"]:
         tag = lambda_tag(lam)
         scorers[tag] = str(d / f"lambda_{tag}" / "scorer.pt")
-        summaries[tag] = train_classifier(skims, lam, scorers[tag], cfg, work_dir=str(d / "pl"))
-    metrics = evaluate.evaluate_classifiers(skims, scorers, cfg, str(d / "out"), str(d / "plots"))
+        summaries[tag] = train_classifier(skims, ROLES, lam, scorers[tag], cfg["classifier"], cfg["seed"],
+                                          work_dir=str(d / "pl"))
+    metrics = evaluate.evaluate_classifiers(skims, ROLES, scorers, cfg["classifier"], cfg["seed"], str(d / "out"),
+                                           str(d / "plots"))
     return d, skims, cfg, scorers, summaries, metrics
 
 
@@ -178,14 +184,15 @@ def test_disco_reduces_background_dcor(trained):
 def test_training_is_deterministic(trained, tmp_path):
     d, skims, cfg, scorers, _, _ = trained
     again = tmp_path / "again.pt"
-    train_classifier(skims, 20, str(again), cfg, work_dir=str(tmp_path / "pl"))
+    train_classifier(skims, ROLES, 20, str(again), cfg["classifier"], cfg["seed"], work_dir=str(tmp_path / "pl"))
     x = torch.tensor(np.random.default_rng(0).normal(size=(50, len(FEATURES))) * 50 + 100, dtype=torch.float32)
     assert torch.equal(torch.jit.load(str(again))(x), torch.jit.load(scorers["20"])(x))
 
 
 def test_export_round_trip(trained):
     d, skims, cfg, scorers, _, _ = trained
-    meta = export.export_model(scorers, _metrics_file(trained), cfg, str(d / "model.pt"), str(d / "model.json"))
+    meta = export.export_model(scorers, _metrics_file(trained), cfg["classifier"], str(d / "model.pt"),
+                               str(d / "model.json"))
     assert meta["features"] == FEATURES and meta["lambda"] == 20.0
     module = torch.jit.load(str(d / "model.pt"))
     test = load_population(skims, {"sig": "signal", "bkg": "background"}, cfg["classifier"])["test"]
@@ -227,18 +234,17 @@ def test_missing_column_names_column_and_file(tmp_path):
     skims = {"sig": _skim(tmp_path / "sig.parquet", 300, True, 1),
              "bkg": _skim(tmp_path / "bkg.parquet", 300, False, 2, drop="m_jj")}
     with pytest.raises(MissingColumnError) as err:
-        train_classifier(skims, 0, str(tmp_path / "s.pt"), _cfg([0]))
+        train_classifier(skims, ROLES, 0, str(tmp_path / "s.pt"), _cfg([0])["classifier"], 7)
     assert "'m_jj'" in str(err.value) and "bkg.parquet" in str(err.value)
     assert not (tmp_path / "s.pt").exists()
 
 
-def test_bad_config(tmp_path):
-    cfg = _cfg([0, 5])
-    cfg["classifier"]["chosen_lambda"] = 3
+def test_bad_config(tmp_path, laptop_config):
+    cfg = {**laptop_config, "classifier": {**laptop_config["classifier"], "lambdas": [0, 5], "chosen_lambda": 3}}
     with pytest.raises(ConfigError, match="chosen_lambda"):
-        evaluate.choose_check(cfg["classifier"])
+        validate_config(cfg)  # checked with the rest of the config, before the DAG is built
     cfg = _cfg([0])
     cfg["classifier"]["features"] = ["m_mumu", "m_jj"]
     skims = {"sig": _skim(tmp_path / "sig.parquet", 300, True, 1), "bkg": _skim(tmp_path / "bkg.parquet", 300, False, 2)}
     with pytest.raises(ConfigError, match="m_mumu"):
-        train_classifier(skims, 0, str(tmp_path / "s.pt"), cfg)
+        train_classifier(skims, ROLES, 0, str(tmp_path / "s.pt"), cfg["classifier"], cfg["seed"])

@@ -50,6 +50,14 @@ def test_shipped_configs_validate(laptop_config, tiny_config):
         (lambda c: [s.update(role="background") for s in c["samples"].values()], "samples", "signal"),
         (lambda c: c["mlflow"].pop("tracking_uri"), "mlflow", "tracking_uri"),
         (lambda c: c["flashsim"]["validation"].update(samples=["wjets"]), "flashsim.validation.samples", "wjets"),
+        # cross-key checks of the capability blocks (once, here, not in the rule files or the library)
+        (lambda c: c["calo"].update(geometry="nope"), "calo.geometry", "is not a key of calo.geometries"),
+        (lambda c: c["calo"].update(energy_min_mev=c["calo"]["energy_max_mev"]), "calo.energy_min_mev", "below"),
+        (lambda c: c["calo"]["samples"].update(cc={"particle": "photon", "file": "no.h5", "binning": "no.xml"}),
+         "calo.samples.cc.file", "does not exist"),
+        (lambda c: c["classifier"].update(lambdas=[0, 20.0], chosen_lambda=3),
+         "classifier.chosen_lambda", "3 is not one of classifier.lambdas (0, 20)"),
+        (lambda c: c["trigger"]["hls"].update(chosen_width=7), "trigger.hls.chosen_width", "7 is not in"),
     ],
 )
 def test_invalid_values_name_the_key(laptop_config, mutate, key, expected):

@@ -535,7 +535,8 @@ def test_expected_impact_parameters_predict_the_reference_ones(gen, reco):
     """The FlashSim muon conditions gen_expected_dxy/dz (skim: the gen ancestors flown by their
     mean decay length) carry the sign and the scale of the reference simulation's dxy of muons from
     B decays, which fly an exponential draw of that length."""
-    from pipeline import skim
+    from pipeline.flashsim.conditions import ancestor_flight
+    from pipeline.physics.tracks import track_impact_parameters
 
     mu = reco["Muon"]
     mu = mu[mu.genPartIdx >= 0]
@@ -544,9 +545,9 @@ def test_expected_impact_parameters_predict_the_reference_ones(gen, reco):
     start = (np.concatenate([[0], np.cumsum(counts)[:-1]])[np.repeat(np.arange(len(counts)), ak.to_numpy(ak.num(mu)))]
              + _np(mu.genPartIdx).astype(np.int64))
     flat = {f: _np(gp[f]) for f in ("pdgId", "pt", "eta", "phi", "mass", "genPartIdxMother")}
-    flight, vertex = skim.ancestor_flight(counts, flat["pdgId"].astype(np.int64), flat["pt"], flat["eta"], flat["phi"],
-                                          flat["mass"], flat["genPartIdxMother"].astype(np.int64), start)
-    exp_dxy, exp_dz = detsim.track_impact_parameters(vertex, flat["eta"][start], flat["phi"][start])
+    flight, vertex = ancestor_flight(counts, flat["pdgId"].astype(np.int64), flat["pt"], flat["eta"], flat["phi"],
+                                     flat["mass"], flat["genPartIdxMother"].astype(np.int64), start)
+    exp_dxy, exp_dz = track_impact_parameters(vertex, flat["eta"][start], flat["phi"][start])
     dxy = _np(mu.dxy)
     displaced = flight > 0.05  # B muons with a mean flight well above the ~20 um resolution
     assert displaced.sum() > 100 and np.all(exp_dxy[flight == 0] == 0)

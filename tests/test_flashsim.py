@@ -2,7 +2,7 @@
 
 A synthetic "full simulation" (toy NanoAOD written with io.write_nanoaod) has a known jet
 efficiency eff(pT) and Gaussian responses; the training tables are made from it by
-pipeline.skim.training_table, exactly as in the DAG. Models train for real (Lightning, a few
+pipeline.flashsim.tables.training_table, exactly as in the DAG. Models train for real (Lightning, a few
 epochs of small nets) once per module.
 """
 
@@ -21,13 +21,15 @@ import pytest
 import torch
 import uproot
 
-from pipeline import io, nanoaod, skim
+from pipeline import io, nanoaod
 from pipeline.errors import MissingBranchError, MissingColumnError
 from pipeline.flashsim import preprocessing as pp
-from pipeline.flashsim.conditions import is_holdout, jet_conditions, muon_conditions, needed_branches
-from pipeline.flashsim.generate import flash_generate
+from pipeline.flashsim import tables
+from pipeline.flashsim.conditions import jet_conditions, muon_conditions, needed_branches
+from pipeline.flashsim.generate import flash_generate, load_models
 from pipeline.flashsim.model import FlashSimModel
 from pipeline.flashsim.train import train_object
+from pipeline.seeds import is_holdout
 
 N_EVENTS = 1500
 PT50, WIDTH = 25.0, 6.0  # toy jet efficiency: 0.98 * Phi-like logistic in pT
@@ -123,9 +125,11 @@ def trained(tmp_path_factory, tiny_config):
     models = {}
     for obj in ("jets", "muons"):
         table = d / f"{obj}.parquet"
-        skim.training_table(obj, {"toy": files}, str(table), cfg, progress=False)
+        tables.training_table(obj, {"toy": files}, str(table), cfg["training_tables"][obj], cfg["skim"]["chunk_events"],
+                              progress=False)
         models[obj] = str(d / f"{obj}.pt")
-        train_object(obj, str(table), str(skim.fakes_path(table)), {"toy": files}, models[obj], cfg,
+        train_object(obj, str(table), str(tables.fakes_path(table)), str(tables.events_path(table)), models[obj],
+                     cfg["flashsim"], cfg["seed"], cfg["training_tables"][obj], cfg["detector"],
                      work_dir=str(d / "lightning"))
     return {"dir": d, "cfg": cfg, "files": files, "models": models}
 
@@ -199,7 +203,8 @@ def test_conditions_equal_training_table_columns(trained, tmp_path):
     cfg, f = trained["cfg"], trained["files"][0]
     arrays = next(iter(io.iterate_events([f], needed_branches())))[1]
     for obj, builder in (("jets", jet_conditions), ("muons", muon_conditions)):
-        skim.training_table(obj, {"toy": [f]}, str(tmp_path / f"{obj}.parquet"), cfg, progress=False)
+        tables.training_table(obj, {"toy": [f]}, str(tmp_path / f"{obj}.parquet"), cfg["training_tables"][obj],
+                              cfg["skim"]["chunk_events"], progress=False)
         table = pd.read_parquet(tmp_path / f"{obj}.parquet")
         cond = builder(arrays, cfg["training_tables"][obj])
         for col in pp.CONDITION_COLUMNS[obj]:
@@ -253,7 +258,8 @@ def _flash(trained, tmp_path, name, cfg=None, inputs=None):
     cfg = cfg or trained["cfg"]
     inputs = inputs or trained["files"]
     outs = [str(tmp_path / name / f"chunk{i}.root") for i in range(len(inputs))]
-    stats = flash_generate("toy", inputs, outs, trained["models"], cfg, progress=False)
+    stats = flash_generate("toy", inputs, outs, list(trained["models"].values()), cfg["flashsim"], cfg["seed"],
+                           progress=False)
     return outs, stats
 
 
@@ -390,9 +396,28 @@ def test_missing_gen_branch_is_one_clear_error(trained, tmp_path):
     bad = write_toy(tmp_path / "bad.root", 50, seed=5, drop=("GenJet_hadronFlavour",))
     out = tmp_path / "out" / "chunk0.root"
     with pytest.raises(MissingBranchError, match="GenJet_hadronFlavour") as exc:
-        flash_generate("toy", [bad], [str(out)], trained["models"], trained["cfg"], progress=False)
+        flash_generate("toy", [bad], [str(out)], list(trained["models"].values()), trained["cfg"]["flashsim"],
+                       trained["cfg"]["seed"], progress=False)
     assert "bad.root" in str(exc.value) and str(exc.value).count("GenJet_hadronFlavour") == 1
     assert not out.exists()
+
+
+def test_models_are_keyed_by_the_object_their_checkpoint_stores(trained, tmp_path):
+    """flash_generate takes the checkpoints in any order and under any name; two of one object or
+    none of another is one clear error."""
+    import shutil
+
+    from pipeline.errors import InputFileError
+
+    renamed = {obj: tmp_path / f"model_{i}.pt" for i, obj in enumerate(("muons", "jets"))}
+    for obj, path in renamed.items():
+        shutil.copy(trained["models"][obj], path)
+    models = load_models([renamed["jets"], renamed["muons"]])
+    assert sorted(models) == ["jets", "muons"] and all(m.obj == obj for obj, m in models.items())
+    with pytest.raises(InputFileError, match="second FlashSim model of jets"):
+        load_models([renamed["jets"], trained["models"]["jets"]])
+    with pytest.raises(InputFileError, match="no FlashSim model of muons"):
+        load_models([renamed["jets"]])
 
 
 def test_oversampling_repeats_rows_of_rare_conditions_and_rejects_bad_columns():

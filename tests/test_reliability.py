@@ -31,28 +31,66 @@ from subprocess import PIPE, Popen
 
 import pytest
 
-from dag_runs import REPO, assert_same_results, compare_file, result_files, run_snakemake
+from dag_runs import (REPO, assert_same_results, commit_available, compare_file, result_files, run_reference_commit,
+                      run_snakemake)
 
 pytestmark = pytest.mark.slow
 
 TINY = str(REPO / "config" / "tiny.yaml")
 
 
+# The second run is the workflow *as it was at* REFERENCE_COMMIT (its code, rules and tiny config,
+# tests/dag_runs.run_reference_commit): the whole tiny DAG of this checkout must give exactly its
+# outputs. That proves determinism (two independent runs) and that a change meant to keep the
+# numbers (a refactor) kept them. REFERENCE_COMMIT is the last commit whose outputs this code must
+# reproduce: f75140d is main before the architecture refactor (issue 14). A change that alters
+# outputs on purpose sets it to None (the second run is then this checkout again: determinism
+# only), and a later commit pins itself here.
+REFERENCE_COMMIT: str | None = "f75140d976930890cd7a62b49e87afbbb996bb2f"
+# Outputs moved since REFERENCE_COMMIT (old path prefix under results/ -> new), and outputs that did
+# not exist then.
+REFERENCE_RENAMES: dict[str, str] = {
+    # issue 14: models under results/models/<capability>/, validation under results/validation/<capability>/
+    "calo/gan": "models/calo",
+    "classifier/model.pt": "models/classifier/model.pt",
+    "classifier/model.json": "models/classifier/model.json",
+    "classifier/metrics.json": "validation/classifier/metrics.json",
+    **{f"classifier/lambda_{t}/{f}": f"models/classifier/lambda_{t}/{f}" for t in ("0", "10") for f in ("scorer.pt", "train.json")},
+    **{f"classifier/lambda_{t}/scores.parquet": f"validation/classifier/lambda_{t}/scores.parquet" for t in ("0", "10")},
+}
+NEW_SINCE_REFERENCE: tuple[str, ...] = (
+    # issue 14: training_table writes the per-event fake multiplicities train_flow used to recount
+    "training/jets_events.parquet", "training/muons_events.parquet",
+)
+
+
 @pytest.fixture(scope="module")
 def second_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("tiny_again")
     t0 = time.perf_counter()
+    if REFERENCE_COMMIT is not None and commit_available(REFERENCE_COMMIT):
+        run_dir = run_reference_commit(workdir, REFERENCE_COMMIT)
+        return run_dir, time.perf_counter() - t0, REFERENCE_COMMIT
+    if REFERENCE_COMMIT is not None:  # a shallow clone: determinism only, said loudly
+        import warnings
+
+        warnings.warn(f"reference commit {REFERENCE_COMMIT} is not in this clone's history: the tiny DAG "
+                      "is compared with a second run of this checkout only", stacklevel=1)
     run_snakemake(workdir, "--configfile", TINY)
-    return workdir, time.perf_counter() - t0
+    return workdir, time.perf_counter() - t0, None
 
 
-def test_whole_tiny_dag_is_deterministic(tiny_dag_run, second_run):
+def test_whole_tiny_dag_is_deterministic_and_reproduces_the_reference(tiny_dag_run, second_run):
     first, second = tiny_dag_run[0] / "results", second_run[0] / "results"
     files = result_files(first)
     kinds = {Path(f).suffix for f in files}
     # the comparison covered the kinds of output the DAG makes
     assert {".root", ".parquet", ".h5", ".json", ".png", ".pt"} <= kinds, kinds
-    assert_same_results(first, second, "two runs of config/tiny.yaml with the same seed")
+    if second_run[2] is None:
+        assert_same_results(first, second, "two runs of config/tiny.yaml with the same seed")
+    else:
+        assert_same_results(first, second, f"config/tiny.yaml here and at the reference commit {second_run[2]}",
+                            renames=REFERENCE_RENAMES, only_in_a=NEW_SINCE_REFERENCE)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -134,11 +172,11 @@ def test_killed_training_run_reruns_to_the_same_model(tmp_path, tmp_path_factory
     epochs: no model or metrics file exists, Snakemake marks the job incomplete, and after
     `--unlock` the rerun with --rerun-incomplete gives the uninterrupted run's model, metrics and
     checkpoints."""
-    outputs = ["results/calo/gan/model.pt", "results/calo/gan/training.json"]
+    outputs = ["results/models/calo/model.pt", "results/models/calo/training.json"]
     reference = tmp_path_factory.mktemp("long_gan_uninterrupted")
     run_snakemake(reference, outputs[0], "--configfile", long_gan_config)
 
-    ckpts = tmp_path / "results" / "calo" / "gan" / "checkpoints"
+    ckpts = tmp_path / "results" / "models" / "calo" / "checkpoints"
     first_ckpt = f"gan-epoch={LONG_GAN_CKPT_EVERY - 1:03d}*.ckpt"
     proc = _start(tmp_path, outputs[0], long_gan_config)
     # mid-way: the first checkpoint is written, LONG_GAN_EPOCHS - LONG_GAN_CKPT_EVERY epochs to go
@@ -160,13 +198,13 @@ def test_killed_training_run_reruns_to_the_same_model(tmp_path, tmp_path_factory
                         check=False)
     dry_out = dry.stdout + dry.stderr
     assert dry.returncode != 0 and "IncompleteFilesException" in dry_out, dry_out[-3000:]
-    assert "results/calo/gan/checkpoints" in dry_out.split("Incomplete files:")[-1]
+    assert "results/models/calo/checkpoints" in dry_out.split("Incomplete files:")[-1]
     # the killed Snakemake left its lock on the working directory: release it, then rerun
     run_snakemake(tmp_path, "--unlock", "--configfile", long_gan_config)
     run_snakemake(tmp_path, outputs[0], "--rerun-incomplete", "--configfile", long_gan_config)
     for out in outputs:
         assert compare_file(tmp_path / out, reference / out) is None, out
-    ref = reference / "results" / "calo" / "gan" / "checkpoints"
+    ref = reference / "results" / "models" / "calo" / "checkpoints"
     assert sorted(p.name for p in ckpts.iterdir()) == sorted(p.name for p in ref.iterdir())
     for p in ref.iterdir():
         assert compare_file(ckpts / p.name, p) is None, p.name

@@ -205,11 +205,11 @@ def test_bad_bins_are_a_config_error(tmp_path):
         sample_plots([], str(tmp_path), "x", {k: v for k, v in PLOTS_CFG.items() if k != "eta_bins"})
 
 
-# ---- the pipeline.plotting helpers behind these numbers ---------------------------------------
+# ---- the pipeline.stats and pipeline.plotting helpers behind these numbers ---------------------
 def test_binned_profile_matches_exact_quantiles():
     import hist
 
-    from pipeline import plotting
+    from pipeline import stats
 
     rng = np.random.default_rng(3)
     x = rng.uniform(15, 400, 20000)
@@ -217,20 +217,20 @@ def test_binned_profile_matches_exact_quantiles():
     bins = PLOTS_CFG["jet_pt_bins_gev"]
     h = hist.Hist(hist.axis.Variable(bins), hist.axis.Regular(300, 0, 3))
     h.fill(x, y)
-    exact, binned = plotting.profile(x, y, bins), plotting.profile_from_hist(h)
+    exact, binned = stats.profile(x, y, bins), stats.profile_from_hist(h)
     np.testing.assert_allclose(binned.center, exact.center, atol=0.005)
     np.testing.assert_allclose(binned.width, exact.width, rtol=0.03)
     np.testing.assert_array_equal(binned.n, exact.n)
-    sparse = plotting.profile(x[:5], y[:5], bins, min_entries=10)
+    sparse = stats.profile(x[:5], y[:5], bins, min_entries=10)
     assert np.all(np.isnan(sparse.center)) and sparse.to_dict()["response"] == [None] * (len(bins) - 1)
 
 
 def test_clopper_pearson():
     from scipy.stats import binom
 
-    from pipeline import plotting
+    from pipeline import stats
 
-    lo, hi = plotting.clopper_pearson([0, 3, 10, 0], [10, 10, 10, 0])
+    lo, hi = stats.clopper_pearson([0, 3, 10, 0], [10, 10, 10, 0])
     assert lo[0] == 0 and hi[2] == 1 and np.isnan(lo[3]) and np.isnan(hi[3])
     # exact interval: P(K >= 3 | lo) = P(K <= 3 | hi) = (1 - 0.6827) / 2
     assert binom.sf(2, 10, lo[1]) == pytest.approx(0.15865, rel=1e-3)
@@ -248,3 +248,24 @@ def test_plot_helpers_refuse_unlabelled_axes(tmp_path):
     out = plotting.plot_hists_with_ratio([h, h.copy()], ["a", "b"], 0, xlabel="x [GeV]", ylabel="Events",
                                          path=tmp_path / "empty.png", pdf=True)
     assert Path(out).exists() and (tmp_path / "empty.pdf").exists()
+
+
+def test_stats_do_not_import_matplotlib_and_plotting_leaves_rcparams_alone():
+    """Statistics import no drawing code; the plot style is a context (plotting.style), not a
+    side effect of importing pipeline.plotting."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, matplotlib as mpl\n"
+        "import pipeline.stats\n"
+        "assert not any(m.startswith(('matplotlib.pyplot', 'mplhep')) for m in sys.modules)\n"
+        "before = {k: v for k, v in mpl.rcParams.items() if not k.startswith('backend')}\n"
+        "from pipeline import plotting\n"
+        "after = {k: v for k, v in mpl.rcParams.items() if not k.startswith('backend')}\n"
+        "assert before == after, {k for k in before if before[k] != after[k]}\n"
+        "with plotting.style():\n"
+        "    assert mpl.rcParams['xtick.direction'] == 'in', mpl.rcParams['xtick.direction']\n"
+        "assert {k: v for k, v in mpl.rcParams.items() if not k.startswith('backend')} == before\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

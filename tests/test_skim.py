@@ -1,4 +1,4 @@
-"""Tests of pipeline.skim: the skim and the FlashSim training tables.
+"""Tests of pipeline.skim and pipeline.flashsim.tables: the skim and the FlashSim training tables.
 
 Synthetic NanoAOD files (written with io.write_nanoaod, contract types) are checked against an
 independent per-event computation in plain Python; the real CMS file in ../shared/data checks
@@ -18,6 +18,7 @@ import pandas as pd
 import pytest
 
 from pipeline import features, io, nanoaod, skim
+from pipeline.flashsim import conditions, tables
 from pipeline.errors import ConfigError, EmptySelectionError, InputFileError, MissingBranchError
 
 REAL_NANO = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "nano_dy.root"
@@ -37,6 +38,11 @@ TRAINING = {
 }
 XSEC, LUMI = 2.5, 300.0
 SIGNAL = {"role": "signal", "xsec_pb": XSEC}
+
+
+def _training_table(obj: str, sample_files: dict, out: str, cfg: dict, **kw) -> dict:
+    """:func:`pipeline.flashsim.tables.training_table` with the blocks of ``cfg`` it takes."""
+    return tables.training_table(obj, sample_files, out, cfg["training_tables"][obj], cfg["skim"]["chunk_events"], **kw)
 
 
 def _real_file() -> Path:
@@ -369,9 +375,9 @@ def test_bad_input_file(synth, tmp_path, kind):
     _no_outputs(pq, cf)
     out = tmp_path / "training" / "jets.parquet"
     with pytest.raises(InputFileError, match=Path(bad).name):
-        skim.training_table("jets", {"synth": [files[0], bad]}, str(out), {"skim": SKIM, "training_tables": TRAINING},
+        _training_table("jets", {"synth": [files[0], bad]}, str(out), {"skim": SKIM, "training_tables": TRAINING},
                             progress=False)
-    _no_outputs(out, skim.fakes_path(out))
+    _no_outputs(out, tables.fakes_path(out), tables.events_path(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -435,9 +441,9 @@ def hand_file(tmp_path):
 def test_jet_training_table_by_hand(hand_file, tmp_path):
     out = tmp_path / "training" / "jets.parquet"
     cfg = {"skim": SKIM, "training_tables": TRAINING}
-    summary = skim.training_table("jets", {"synth": [hand_file]}, str(out), cfg, progress=False)
+    summary = _training_table("jets", {"synth": [hand_file]}, str(out), cfg, progress=False)
     df = pd.read_parquet(out)
-    assert list(df.columns) == list(skim.JET_TABLE_COLUMNS)
+    assert list(df.columns) == list(tables.JET_TABLE_COLUMNS)
     assert df["gen_pt"].tolist() == [50.0, 30.0, 40.0]
     assert df["is_reconstructed"].tolist() == [True, False, True]
     assert df["reco_pt"].tolist()[0] == 48.0 and np.isnan(df["reco_pt"][1]) and df["reco_pt"][2] == 41.0
@@ -451,9 +457,9 @@ def test_jet_training_table_by_hand(hand_file, tmp_path):
     assert (df["ctx_genmet_pt"] == 11.0).all() and (df["event"] == 10).all() and (df["sample"] == "synth").all()
     assert summary["n_rows"] == 3 and summary["n_reconstructed"] == 2 and summary["duplicate_matches"] == 1
 
-    fakes = pd.read_parquet(skim.fakes_path(out))
-    assert skim.fakes_path(out).name == "jets_fakes.parquet"
-    assert list(fakes.columns) == list(skim.FAKE_JET_TABLE_COLUMNS)
+    fakes = pd.read_parquet(tables.fakes_path(out))
+    assert tables.fakes_path(out).name == "jets_fakes.parquet"
+    assert list(fakes.columns) == list(tables.FAKE_JET_TABLE_COLUMNS)
     assert fakes["reco_pt"].tolist() == [25.0, 35.0]
     assert fakes["event"].tolist() == [10, 12]
     assert fakes["ctx_n_fakes"].tolist() == [1, 1]
@@ -464,9 +470,9 @@ def test_jet_training_table_by_hand(hand_file, tmp_path):
 def test_muon_training_table_by_hand(hand_file, tmp_path):
     out = tmp_path / "training" / "muons.parquet"
     cfg = {"skim": SKIM, "training_tables": TRAINING}
-    summary = skim.training_table("muons", {"synth": [hand_file]}, str(out), cfg, progress=False)
+    summary = _training_table("muons", {"synth": [hand_file]}, str(out), cfg, progress=False)
     df = pd.read_parquet(out)
-    assert list(df.columns) == list(skim.MUON_TABLE_COLUMNS)
+    assert list(df.columns) == list(tables.MUON_TABLE_COLUMNS)
     assert df["gen_pt"].tolist() == [40.0, 30.0, 8.0, 12.0]
     assert df["gen_charge"].tolist() == [-1, 1, -1, 1]
     assert df["gen_isPrompt"].tolist() == [True, True, False, False]
@@ -480,14 +486,14 @@ def test_muon_training_table_by_hand(hand_file, tmp_path):
     assert df["ctx_nearest_genjet_pt"][0] == 40.0  # the gen jet at (0, 3)
     assert df["ctx_genjet_sumpt_dr04"][0] == 40.0 and df["ctx_genjet_sumpt_dr04"][1] == 0.0
     assert df["ctx_nearest_genmuon_dr"][0] == pytest.approx(df["ctx_nearest_genmuon_dr"][1])
-    assert df["ctx_nearest_genmuon_dr"][2] == skim.NO_NEIGHBOUR_DR
+    assert df["ctx_nearest_genmuon_dr"][2] == conditions.NO_NEIGHBOUR_DR
     assert df["event"].tolist() == [10, 10, 11, 12] and (df["file_index"] == 0).all()
     assert summary["matched_fraction"] == pytest.approx(0.75)
     # every reco muon points to a final-state gen muon: an empty fake table, with its schema
-    fakes_file = skim.fakes_path(out)
+    fakes_file = tables.fakes_path(out)
     assert fakes_file.name == "muons_fakes.parquet"
     fakes = pd.read_parquet(fakes_file)
-    assert len(fakes) == 0 and list(fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert len(fakes) == 0 and list(fakes.columns) == list(tables.FAKE_MUON_TABLE_COLUMNS)
     assert _schema(fakes_file) == FAKE_MUON_SCHEMA
     assert summary["fakes"]["n_rows"] == 0 and summary["fakes"]["fake_multiplicity"] == {"0": 3}
 
@@ -535,15 +541,15 @@ def test_muon_fakes_by_hand(tmp_path):
     f = str(write_events(tmp_path / "fakes.root", FAKE_MUON_EVENTS))
     out = tmp_path / "training" / "muons.parquet"
     cfg = {"skim": SKIM, "training_tables": TRAINING}
-    summary = skim.training_table("muons", {"synth": [f, f]}, str(out), cfg, progress=False)
+    summary = _training_table("muons", {"synth": [f, f]}, str(out), cfg, progress=False)
     df = pd.read_parquet(out)
     assert df["gen_pt"].tolist() == [30.0, 20.0] * 2 and df["is_reconstructed"].all()
     assert summary["duplicate_matches"] == 0  # the two reco muons on the pion are fakes, not duplicates
 
-    fakes = pd.read_parquet(skim.fakes_path(out))
-    assert list(fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    fakes = pd.read_parquet(tables.fakes_path(out))
+    assert list(fakes.columns) == list(tables.FAKE_MUON_TABLE_COLUMNS)
     assert "reco_genPartIdx" not in fakes.columns
-    assert _schema(skim.fakes_path(out)) == FAKE_MUON_SCHEMA
+    assert _schema(tables.fakes_path(out)) == FAKE_MUON_SCHEMA
     assert fakes["reco_pt"].tolist() == [18.0, 17.0, 22.0, 15.0, 12.0, 9.0] * 2
     assert fakes["event"].tolist() == [20] * 5 + [22] + [20] * 5 + [22]
     assert fakes["file_index"].tolist() == [0] * 6 + [1] * 6 and (fakes["sample"] == "synth").all()
@@ -553,19 +559,43 @@ def test_muon_fakes_by_hand(tmp_path):
     assert fakes["ctx_n_genjets"].tolist()[:6] == [1] * 5 + [0]
     assert fakes["ctx_genmet_pt"].tolist()[:6] == [9.0] * 5 + [5.0]
     np.testing.assert_allclose(fakes["ctx_nearest_genjet_dr"][:6],
-                               [1.0, math.hypot(1.0, 0.1), math.hypot(0.5, 2.0), 0.5, 2.0, skim.NO_NEIGHBOUR_DR],
+                               [1.0, math.hypot(1.0, 0.1), math.hypot(0.5, 2.0), 0.5, 2.0, conditions.NO_NEIGHBOUR_DR],
                                rtol=1e-6)
     assert fakes["ctx_nearest_genjet_pt"].tolist()[:6] == [40.0] * 5 + [0.0]
     assert summary["fakes"]["n_rows"] == 12 and summary["per_sample"]["synth"]["n_fakes"] == 12
     assert summary["fakes"]["fake_multiplicity"] == {"0": 2, "1": 2, "2": 0, "3": 0, "4": 0, "5": 2}
-    assert summary["fakes"]["path"] == str(skim.fakes_path(out))
-    assert summary["fakes"]["columns"] == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert summary["fakes"]["path"] == str(tables.fakes_path(out))
+    assert summary["fakes"]["columns"] == list(tables.FAKE_MUON_TABLE_COLUMNS)
+
+
+def test_event_table_holds_the_genjet_and_fake_multiplicities(tmp_path):
+    """One row per event read (also those without a fake, which no other table has), in reading
+    order; its n_fakes are the rows of the fake table of the event."""
+    f = str(write_events(tmp_path / "fakes.root", FAKE_MUON_EVENTS))
+    out = tmp_path / "training" / "muons.parquet"
+    cfg = {"skim": SKIM, "training_tables": TRAINING}
+    summary = _training_table("muons", {"synth": [f, f]}, str(out), cfg, progress=False)
+    n = len(FAKE_MUON_EVENTS)
+    assert tables.events_path(out).name == "muons_events.parquet"
+    ev = pd.read_parquet(tables.events_path(out))
+    assert list(ev.columns) == list(tables.EVENT_TABLE_COLUMNS) == ["sample", "file_index", "event", "n_genjets",
+                                                                    "n_fakes"]
+    assert ev["event"].tolist() == [e["event"] for e in FAKE_MUON_EVENTS] * 2
+    assert ev["file_index"].tolist() == [0] * n + [1] * n and (ev["sample"] == "synth").all()
+    assert ev["n_genjets"].tolist() == [len(e.get("GenJet", [])) for e in FAKE_MUON_EVENTS] * 2
+    fakes = pd.read_parquet(tables.fakes_path(out))
+    per_event = fakes.groupby(["sample", "file_index", "event"]).size()
+    got = ev.set_index(["sample", "file_index", "event"])["n_fakes"]
+    assert got[got > 0].to_dict() == per_event.to_dict() and got.sum() == len(fakes)
+    assert {str(i): int(c) for i, c in enumerate(np.bincount(ev["n_fakes"]))} == summary["fakes"]["fake_multiplicity"]
+    assert summary["events"] == {"path": str(tables.events_path(out)), "n_rows": 2 * n,
+                                 "columns": list(tables.EVENT_TABLE_COLUMNS)}
 
 
 def test_fake_tables_document_their_columns():
-    for obj, table, idx in (("jets", skim.FAKE_JET_TABLE_COLUMNS, "genJetIdx"),
-                            ("muons", skim.FAKE_MUON_TABLE_COLUMNS, "genPartIdx")):
-        coll, spec, _ = skim._RECO[obj]
+    for obj, table, idx in (("jets", tables.FAKE_JET_TABLE_COLUMNS, "genJetIdx"),
+                            ("muons", tables.FAKE_MUON_TABLE_COLUMNS, "genPartIdx")):
+        coll, spec, _ = tables._RECO[obj]
         reco = [c[5:] for c in table if c.startswith("reco_")]
         assert reco == [f for f in spec if f != idx]
         ctx = ["ctx_n_genjets", "ctx_nearest_genjet_dr", "ctx_nearest_genjet_pt", "ctx_genmet_pt", "ctx_n_fakes"]
@@ -577,21 +607,21 @@ def test_fake_tables_document_their_columns():
 def test_training_table_file_index_and_empty(hand_file, tmp_path):
     out = tmp_path / "m.parquet"
     cfg = {"skim": SKIM, "training_tables": TRAINING}
-    s = skim.training_table("muons", {"a": [hand_file], "b": [hand_file, hand_file]}, str(out), cfg, progress=False)
+    s = _training_table("muons", {"a": [hand_file], "b": [hand_file, hand_file]}, str(out), cfg, progress=False)
     df = pd.read_parquet(out)
     assert s["n_rows"] == 12 and s["per_sample"]["b"]["n_rows"] == 8
     assert df.groupby(["sample", "file_index"]).size().to_dict() == {("a", 0): 4, ("b", 0): 4, ("b", 1): 4}
     tight = copy.deepcopy(cfg)
     tight["training_tables"]["jets"]["gen_pt_min_gev"] = 1000.0
     with pytest.raises(EmptySelectionError, match="jets"):
-        skim.training_table("jets", {"a": [hand_file]}, str(tmp_path / "j.parquet"), tight, progress=False)
-    _no_outputs(tmp_path / "j.parquet", tmp_path / "j_fakes.parquet")
+        _training_table("jets", {"a": [hand_file]}, str(tmp_path / "j.parquet"), tight, progress=False)
+    _no_outputs(tmp_path / "j.parquet", tmp_path / "j_fakes.parquet", tmp_path / "j_events.parquet")
     # muons: stale outputs of an earlier run (both files) are removed too
     tight["training_tables"]["muons"]["gen_pt_min_gev"] = 1000.0
-    for p in (out, skim.fakes_path(out)):
+    for p in (out, tables.fakes_path(out)):
         p.write_text("stale output of an earlier run")
     with pytest.raises(EmptySelectionError, match="muons"):
-        skim.training_table("muons", {"a": [hand_file]}, str(out), tight, progress=False)
+        _training_table("muons", {"a": [hand_file]}, str(out), tight, progress=False)
     _no_outputs(out, tmp_path / "m_fakes.parquet")
 
 
@@ -599,9 +629,9 @@ def test_training_table_missing_branch(hand_file, tmp_path):
     bad = str(write_events(tmp_path / "noiso.root", HAND_EVENTS, drop_muon=("pfRelIso04_all",)))
     out = tmp_path / "m.parquet"
     with pytest.raises(MissingBranchError, match="Muon_pfRelIso04_all"):
-        skim.training_table("muons", {"a": [hand_file, bad]}, str(out),
+        _training_table("muons", {"a": [hand_file, bad]}, str(out),
                             {"skim": SKIM, "training_tables": TRAINING}, progress=False)
-    _no_outputs(out, skim.fakes_path(out))
+    _no_outputs(out, tables.fakes_path(out), tables.events_path(out))
 
 
 # --------------------------------------------------------------------------------------------
@@ -618,8 +648,8 @@ def test_training_tables_on_real_nanoaod(tmp_path):
     n_gj = int(ak.sum((a.GenJet_pt > 15) & (abs(a.GenJet_eta) < 4.7)))
     n_gmu = int(ak.sum((abs(a.GenPart_pdgId) == 13) & (a.GenPart_status == 1) & (a.GenPart_pt > 5)
                        & (abs(a.GenPart_eta) < 2.4)))
-    jets = skim.training_table("jets", {"cms_dy": [real]}, str(tmp_path / "jets.parquet"), cfg, progress=False)
-    muons = skim.training_table("muons", {"cms_dy": [real]}, str(tmp_path / "muons.parquet"), cfg, progress=False)
+    jets = _training_table("jets", {"cms_dy": [real]}, str(tmp_path / "jets.parquet"), cfg, progress=False)
+    muons = _training_table("muons", {"cms_dy": [real]}, str(tmp_path / "muons.parquet"), cfg, progress=False)
     assert jets["n_rows"] == n_gj > 0 and muons["n_rows"] == n_gmu > 0
     assert 0.5 < jets["matched_fraction"] <= 1.0
     assert 0.5 < muons["matched_fraction"] <= 1.0
@@ -645,7 +675,7 @@ def test_training_tables_on_real_nanoaod(tmp_path):
                 exp_pt.append(pt)
                 exp_event.append(ev["event"])
     mu_fakes = pd.read_parquet(tmp_path / "muons_fakes.parquet")
-    assert list(mu_fakes.columns) == list(skim.FAKE_MUON_TABLE_COLUMNS)
+    assert list(mu_fakes.columns) == list(tables.FAKE_MUON_TABLE_COLUMNS)
     assert mu_fakes["reco_pt"].tolist() == pytest.approx(exp_pt) and mu_fakes["event"].tolist() == exp_event
     assert len(mu_fakes) == muons["fakes"]["n_rows"] > 0
     for s in (jets, muons):
@@ -696,7 +726,7 @@ def test_ancestor_flight_sums_the_weakly_decaying_chain():
     """B+ -> D0 -> mu: pT/m c tau of both; a copy (B+ -> B+) flies once; a Z mother adds
     nothing; a D0 stored without mass (CMS NanoAOD) gets the PDG mass; the mean vertex is the sum
     of the flights along each ancestor's direction."""
-    from pipeline.samples.detsim import CTAU_CM
+    from pipeline.physics.pdg import CTAU_CM, PDG_MASS_GEV
 
     # event 0: [B+ copy, B+, D0, mu from D0, Z, mu from Z]; event 1: [D0 massless, mu]
     counts = np.array([6, 2])
@@ -706,11 +736,11 @@ def test_ancestor_flight_sums_the_weakly_decaying_chain():
     phi = np.array([0.1, 0.1, 0.4, 0.5, 2.0, -1.0, 2.0, 2.1])
     mass = np.array([5.279, 5.279, 1.865, 0.106, 91.2, 0.106, 0.0, 0.106])
     mother = np.array([-1, 0, 1, 2, -1, 4, -1, 0])
-    flight, vertex = skim.ancestor_flight(counts, pdg, pt, eta, phi, mass, mother, np.array([3, 5, 7]))
+    flight, vertex = conditions.ancestor_flight(counts, pdg, pt, eta, phi, mass, mother, np.array([3, 5, 7]))
     lam_b, lam_d = 20.0 / 5.279 * CTAU_CM[521], 12.0 / 1.865 * CTAU_CM[421]
     assert flight[0] == pytest.approx(lam_b + lam_d)
     assert flight[1] == 0.0
-    assert flight[2] == pytest.approx(6.0 / skim.PDG_MASS_GEV[421] * CTAU_CM[421])
+    assert flight[2] == pytest.approx(6.0 / PDG_MASS_GEV[421] * CTAU_CM[421])
     assert vertex[0] == pytest.approx([lam_b * np.cos(0.1) + lam_d * np.cos(0.4),
                                        lam_b * np.sin(0.1) + lam_d * np.sin(0.4),
                                        lam_b * np.sinh(0.5) + lam_d * np.sinh(0.3)])
@@ -719,7 +749,7 @@ def test_ancestor_flight_sums_the_weakly_decaying_chain():
 
 def test_track_impact_parameter_geometry():
     """dxy, dz of a straight track from a displaced vertex, NanoAOD's signs."""
-    from pipeline.samples.detsim import track_impact_parameters
+    from pipeline.physics.tracks import track_impact_parameters
 
     # a vertex along x seen by tracks at phi = +-pi/2 and 0: dxy = -x sin(phi), dz = -x cos(phi) sinh(eta)
     vertex = np.array([[0.1, 0.0, 0.0]] * 3)

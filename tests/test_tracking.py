@@ -1,4 +1,5 @@
-"""pipeline.tracking against a real MLflow SQLite store in a temporary folder."""
+"""pipeline.tracking (and the pipeline.provenance tags it sets) against a real MLflow SQLite store
+in a temporary folder."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ import pytest
 
 pytest.importorskip("mlflow")
 
-from pipeline import tracking  # noqa: E402
+from pipeline import provenance  # noqa: E402
+from pipeline.tracking import store as mlflow_store  # noqa: E402
 from pipeline.tracking import (  # noqa: E402
     config_sha256,
     flatten_params,
@@ -110,7 +112,7 @@ def test_tags_params_metrics_artifacts(store, tmp_path):
     assert t["wildcard.object"] == "jet"
     assert t["seed"] == "7"
     # the workdir is a temporary directory, but the commit is the code's (the repo this package is in)
-    assert t["git_commit"] == tracking.git_state(tracking.CODE_ROOT)[0]
+    assert t["git_commit"] == provenance.git_state(provenance.CODE_ROOT)[0]
     assert t["note"] == "hello" and t["mlflow.runName"] == "r1"
     assert {"pipeline_version", "host"} <= set(t)
     assert r.data.params == {"flow.bins": "8", "flow.hidden": "[64, 64]", "lr": "0.001"}
@@ -139,11 +141,11 @@ def test_git_tags_in_a_repository(store, tmp_path, monkeypatch):
     subprocess.run([*git, "add", "f.txt"], check=True)
     subprocess.run([*git, "commit", "-q", "-m", "c"], check=True)
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
-    assert tracking.git_state(repo) == (head, "false")
+    assert provenance.git_state(repo) == (head, "false")
     (repo / "f.txt").write_text("2")
-    assert tracking.git_state(repo) == (head, "true")
+    assert provenance.git_state(repo) == (head, "true")
     # code installed outside any repository: the tags fall back to the workdir's repository
-    monkeypatch.setattr(tracking, "CODE_ROOT", tmp_path / "not_a_repo")
+    monkeypatch.setattr(provenance, "CODE_ROOT", tmp_path / "not_a_repo")
     # workdir is the git repo here, so give the store as absolute paths
     abs_cfg = {**cfg, "tracking_uri": tracking_uri(cfg, root), "artifact_root": str(root / "store" / "artifacts")}
     with tracked_run(abs_cfg, "provenance", "git", config={}, rule="r", wildcards={}, inputs={}, seed=None,
@@ -191,7 +193,7 @@ def test_flatten_params():
     assert flat["g"] == "True"
     assert flat["h"] == "{}"
     assert flat["bad key_"] == "1"
-    assert len(flat["f"]) == tracking.MAX_PARAM_VALUE_LENGTH and flat["f"].endswith("...")
+    assert len(flat["f"]) == mlflow_store.MAX_PARAM_VALUE_LENGTH and flat["f"].endswith("...")
     import numpy as np
 
     assert flatten_params({"x": np.float32(0.5), "n": np.int64(3)}) == {"x": "0.5", "n": "3"}
@@ -200,7 +202,7 @@ def test_flatten_params():
 def test_retry_on_database_locked(monkeypatch):
     import sqlite3
 
-    monkeypatch.setattr(tracking, "_BACKOFF_BASE_S", 0.001)
+    monkeypatch.setattr(mlflow_store, "_BACKOFF_BASE_S", 0.001)
     calls = []
 
     def flaky():
@@ -209,17 +211,17 @@ def test_retry_on_database_locked(monkeypatch):
             raise sqlite3.OperationalError("database is locked")
         return "ok"
 
-    assert tracking.with_retries(flaky, retries=3) == "ok" and len(calls) == 3
+    assert mlflow_store.with_retries(flaky, retries=3) == "ok" and len(calls) == 3
     calls.clear()
     with pytest.raises(sqlite3.OperationalError):
-        tracking.with_retries(flaky, retries=1)
+        mlflow_store.with_retries(flaky, retries=1)
     with pytest.raises(ValueError):  # not a store error: no retry
-        tracking.with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), retries=5)
+        mlflow_store.with_retries(lambda: (_ for _ in ()).throw(ValueError("bad")), retries=5)
 
 
 def _worker(cfg, root, proc, barrier):
     """One Snakemake job: wait for all, then log runs with tags, params and metrics."""
-    tracking._client(cfg, root)  # import MLflow and open the store first, so that the writes overlap
+    mlflow_store._client(cfg, root)  # import MLflow and open the store first, so that the writes overlap
     barrier.wait()
     for k in range(RUNS_PER_PROC):
         with tracked_run(cfg, "concurrency", f"p{proc}-r{k}", config={"proc": proc}, rule="fanout",
@@ -301,8 +303,8 @@ def test_real_locked_errors_are_retryable(tmp_path):
     holder.rollback()
     holder.close()
     engine.dispose()
-    assert tracking._is_retryable(info.value)
-    assert tracking._is_retryable(info.value.orig)
+    assert mlflow_store._is_retryable(info.value)
+    assert mlflow_store._is_retryable(info.value.orig)
     # what MLflow's SqlAlchemyStore turns an OperationalError into
-    assert tracking._is_retryable(MlflowException(message=info.value, error_code="TEMPORARILY_UNAVAILABLE"))
-    assert not tracking._is_retryable(MlflowException("Run 'x' not found", error_code="RESOURCE_DOES_NOT_EXIST"))
+    assert mlflow_store._is_retryable(MlflowException(message=info.value, error_code="TEMPORARILY_UNAVAILABLE"))
+    assert not mlflow_store._is_retryable(MlflowException("Run 'x' not found", error_code="RESOURCE_DOES_NOT_EXIST"))

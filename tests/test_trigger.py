@@ -64,9 +64,10 @@ def tiny(tmp_path_factory, tiny_config):
         cutflows[s] = str(d / f"{s}.cutflow.json")
         io.write_json(cutflows[s], {"weight_per_genWeight": norm})
     build = tin.build_inputs(files, cutflows, cfg["samples"], cfg["trigger"], str(d / "inputs.parquet"))
-    train = train_model("mlp", str(d / "inputs.parquet"), str(d / "mlp.pt"), cfg, work_dir=str(d))
-    metrics = fw.build_firmware("mlp", str(d / "mlp.pt"), str(d / "inputs.parquet"), str(d / "fw"), cfg,
-                                work_dir=str(d), plots=True)
+    train = train_model("mlp", str(d / "inputs.parquet"), str(d / "mlp.pt"), cfg["trigger"], cfg["seed"],
+                        work_dir=str(d))
+    metrics = fw.build_firmware("mlp", str(d / "mlp.pt"), str(d / "inputs.parquet"), str(d / "fw"), cfg["trigger"],
+                                cfg["plots"], work_dir=str(d), plots=True)
     return {"dir": d, "cfg": cfg, "files": files, "cutflows": cutflows, "build": build, "train": train,
             "metrics": metrics}
 

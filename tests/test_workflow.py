@@ -153,7 +153,8 @@ def test_same_seed_same_samples(tiny_run, tmp_path, repo):
     again = tmp_path / "again.root"
     from pipeline.samples.produce import produce_chunk
 
-    produce_chunk("dy_mumu", 0, cfg, str(again), progress=False)
+    produce_chunk("dy_mumu", 0, cfg["samples"]["dy_mumu"], cfg["generation"], cfg["detector"], cfg["seed"],
+                  str(again), progress=False)
     a = uproot.open(ref)["Events"].arrays(library="ak")
     b = uproot.open(again)["Events"].arrays(library="ak")
     assert a.fields == b.fields

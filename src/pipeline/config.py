@@ -1,11 +1,17 @@
 """Loading and validating the configuration.
 
-The config is checked twice before anything runs: against the JSON schema
-(``workflow/schemas/config.schema.yaml``, with the detector block's own schema plugged in), and
-for consistency between keys (a sample's process exists, training samples exist, external files
-exist). Each problem is reported once, naming the key path and what was expected::
+The config is checked in one place, :func:`validate_config`, once before the DAG is built
+(``workflow/rules/common.smk``): against the JSON schema (``workflow/schemas/config.schema.yaml``,
+with each capability's block plugged in from its own schema file), then for consistency between
+keys, which a JSON schema cannot express (a sample's process exists, training samples exist,
+external files exist, ``calo.geometry`` names a geometry, ``classifier.chosen_lambda`` is one of
+``classifier.lambdas``, ...). Each problem is reported once, naming the key path and what was
+expected::
 
     config/tiny.yaml: samples.dy_mumu.n_events: -5 is less than the minimum of 1
+
+Library code trusts a validated config: it indexes the keys the schema requires and does not
+check them again.
 """
 
 from __future__ import annotations
@@ -97,13 +103,13 @@ def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
     for name in cfg["training_tables"]["samples"]:
         if name not in cfg["samples"]:
             msgs.append(f"training_tables.samples: '{name}' is not a key of samples")
-    for name in cfg.get("flashsim", {}).get("validation", {}).get("samples", []):
+    for name in cfg["flashsim"]["validation"]["samples"]:
         if name not in cfg["samples"]:
             msgs.append(f"flashsim.validation.samples: '{name}' is not a key of samples")
         elif not is_builtin(cfg["samples"][name]):
             msgs.append(f"flashsim.validation.samples: '{name}' is external; validation needs the "
                         "full simulation's reco collections of a built-in sample")
-    for name in cfg.get("trigger", {}).get("samples") or []:
+    for name in cfg["trigger"]["samples"] or []:  # null: every signal and background sample
         if name not in cfg["samples"]:
             msgs.append(f"trigger.samples: '{name}' is not a key of samples")
     sk = cfg["skim"]
@@ -116,7 +122,55 @@ def _consistency_errors(cfg: Mapping, workdir: Path) -> list[str]:
             msgs.append(f"plots.samples.{key}: bin edges must increase strictly")
     if not any(s["role"] == "signal" for s in cfg["samples"].values()):
         msgs.append("samples: at least one sample needs role: signal")
+    msgs += _calo_errors(cfg["calo"], workdir)
+    msgs += _classifier_errors(cfg["classifier"])
+    msgs += _trigger_errors(cfg["trigger"])
     return msgs
+
+
+def _calo_errors(calo: Mapping, workdir: Path) -> list[str]:
+    msgs = []
+    if calo["geometry"] not in calo["geometries"]:
+        msgs.append(f"calo.geometry: '{calo['geometry']}' is not a key of calo.geometries "
+                    f"({', '.join(calo['geometries'])})")
+    if calo["energy_min_mev"] >= calo["energy_max_mev"]:
+        msgs.append("calo.energy_min_mev: must be below calo.energy_max_mev")
+    for gname, g in calo["geometries"].items():
+        for i, layer in enumerate(g["layers"]):
+            e = layer["r_edges_mm"]
+            if e[0] != 0 or any(b <= a for a, b in zip(e, e[1:])):
+                msgs.append(f"calo.geometries.{gname}.layers[{i}].r_edges_mm: must start at 0 and increase strictly")
+    for name, s in calo["samples"].items():
+        for key in ("file", "binning"):
+            if key in s:
+                path = s[key] if os.path.isabs(s[key]) else os.path.join(str(workdir), s[key])
+                if not os.path.exists(path):
+                    msgs.append(f"calo.samples.{name}.{key}: '{s[key]}' does not exist")
+    sp = calo["simulation"]["spots"]
+    if sp["min"] > sp["max"]:
+        msgs.append("calo.simulation.spots.min: must not exceed calo.simulation.spots.max")
+    return msgs
+
+
+def _number_text(x: float) -> str:
+    # The text of pipeline.classifier.naming.lambda_tag (config sits below the classifier, so it
+    # cannot import it): 0 -> "0", 0.5 -> "0.5", 20.0 -> "20".
+    return str(int(x)) if x.is_integer() else repr(x)
+
+
+def _classifier_errors(ccfg: Mapping) -> list[str]:
+    lambdas = [float(v) for v in ccfg["lambdas"]]
+    if float(ccfg["chosen_lambda"]) not in lambdas:
+        return [f"classifier.chosen_lambda: {ccfg['chosen_lambda']} is not one of classifier.lambdas "
+                f"({', '.join(map(_number_text, lambdas))})"]
+    return []
+
+
+def _trigger_errors(tcfg: Mapping) -> list[str]:
+    hcfg = tcfg["hls"]
+    if hcfg["chosen_width"] is not None and int(hcfg["chosen_width"]) not in [int(w) for w in hcfg["widths"]]:
+        return [f"trigger.hls.chosen_width {int(hcfg['chosen_width'])} is not in trigger.hls.widths"]
+    return []
 
 
 def validate_config(cfg: Mapping, source: str = "config", workdir: str | os.PathLike = ".") -> dict:
@@ -177,8 +231,8 @@ def load_config(path: str | os.PathLike, workdir: str | os.PathLike = ".") -> di
 def config_sha256(cfg: Mapping) -> str:
     """SHA-256 of the config as canonical JSON (sorted keys): the provenance tag ``config_sha256``.
 
-    Defined once, in :mod:`pipeline.tracking`, which logs it on every MLflow run."""
-    from pipeline.tracking import config_sha256 as _sha
+    Defined once, in :mod:`pipeline.provenance`; :mod:`pipeline.tracking` logs it on every MLflow run."""
+    from pipeline.provenance import config_sha256 as _sha
 
     return _sha(cfg)
 

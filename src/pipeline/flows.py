@@ -5,7 +5,7 @@ showers).
     A zuko neural spline *coupling* flow (``NSF(..., passes=2)``; the fully autoregressive default
     samples about 8x slower) for p(x | c), wrapped with the standardisation of its features and
     conditions (buffers, saved with the weights). Splines act on [-5, 5], hence the
-    standardisation. Durkan et al., "Neural Spline Flows", arXiv:1906.04015.
+    standardisation. Durkan et al., "Neural Spline Flows", arXiv:1906.04032.
 
 :class:`SplitCouplingFlow`
     The same rational-quadratic spline coupling flow written as split couplings (Dinh et al.,

@@ -177,6 +177,31 @@ def check_branches(tree, needed: Iterable[str], path: str | os.PathLike, stage: 
         raise MissingBranchError(str(path), tree.name, missing, stage)
 
 
+def check_inputs(files: Iterable[str | os.PathLike], branches: Iterable[str], stage: str = "") -> dict[str, int]:
+    """Open every file and check its branches before any is read (:class:`InputFileError` /
+    :class:`MissingBranchError` naming the file); return the number of entries per file."""
+    branches = list(branches)
+    entries = {}
+    for path in files:
+        tree = open_tree(path)
+        check_branches(tree, branches, path, stage)
+        entries[path] = int(tree.num_entries)
+        try:
+            tree.file.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+    return entries
+
+
+def remove_outputs(paths: Iterable[str | os.PathLike]) -> None:
+    """Remove the outputs of a failed step (missing ones are fine): no partial or stale output."""
+    for p in paths:
+        try:
+            Path(p).unlink()
+        except FileNotFoundError:
+            pass
+
+
 def iterate_events(
     files: Iterable[str | os.PathLike],
     branches: Iterable[str],

@@ -114,6 +114,23 @@ def branches(collection: str, fields: Iterable[str] | None = None) -> list[str]:
     return [f"{collection}_{f}" for f in names]
 
 
+def checked_branches(collection: str, fields: Iterable[str]) -> list[str]:
+    """Branch names of ``fields`` of ``collection``, each checked against the contract (a field
+    outside it is a programming error, not a user error)."""
+    spec = COLLECTIONS[collection]
+    bad = [f for f in fields if f not in spec]
+    if bad:
+        raise AssertionError(f"{collection} fields {bad} are not in the nanoaod contract")
+    return branches(collection, fields)
+
+
+def flat_branch(spec: Mapping, name: str) -> str:
+    """A flat branch name (``MET_pt`` in :data:`MET` etc.), checked against the contract."""
+    if name not in spec:
+        raise AssertionError(f"{name} is not in the nanoaod contract")
+    return name
+
+
 def counter(collection: str) -> str:
     """The counter branch of a collection, e.g. ``nJet``."""
     return f"n{collection}"

@@ -2,8 +2,12 @@
 
 Conventions (so that every plot of the pipeline reads the same way):
 
-- CMS style (``mplhep.style.CMS``, applied on import) and the label "CMS Simulation Private work
-  (13.6 TeV)" (:data:`LABEL`; override per call with ``label_kwargs``).
+- CMS style (``mplhep.style.CMS``) and the label "CMS Simulation Private work (13.6 TeV)"
+  (:data:`LABEL`; override per call with ``label_kwargs``). The style is applied by the context
+  :func:`style`, never at import: importing this module leaves matplotlib's ``rcParams`` alone.
+  The public ``plot_*`` functions enter it themselves; code that draws on :func:`figure` /
+  :func:`figure_with_ratio` or saves a returned figure wraps all of it, from the figure to
+  :func:`save`, in ``with plotting.style():`` (rcParams are read when ticks and text are drawn).
 - Every axis is labelled, with its unit in square brackets where it has one
   (``"Gen jet $p_T$ [GeV]"``); the plotting functions refuse an empty axis label.
 - Statistical uncertainties are always drawn: bands for histograms, error bars for profiles,
@@ -14,29 +18,16 @@ Conventions (so that every plot of the pipeline reads the same way):
 - :func:`save` writes atomically (temporary file + rename), PNG at 150 dpi, optionally a PDF
   next to it, and closes the figure. Figures are made with the non-interactive Agg backend.
 
-Profiles (:class:`Profile`) summarise a response distribution in bins of ``x``:
-
-``stat="quantile"`` (default, robust to the non-Gaussian tails of detector response)
-    centre = median, width = half the 16-84 % inter-quantile range (equals sigma for a Gaussian).
-    Uncertainties are the large-sample Gaussian approximations
-    ``sqrt(pi/2) * width / sqrt(n)`` for the median and ``0.964 * width / sqrt(n)`` for the width
-    (from the asymptotic covariance of the 16 % and 84 % sample quantiles).
-``stat="mean"``
-    centre = mean +- std/sqrt(n), width = standard deviation +- std/sqrt(2(n-1)).
-
-The relative resolution is ``width / centre``. Bins with fewer than ``min_entries`` entries give
-NaN. Profiles can be computed exactly from arrays (:func:`profile`) or, for data read in chunks,
-from a 2-D ``hist`` (x, y) filled chunk by chunk (:func:`profile_from_hist`), where quantiles are
-interpolated linearly inside the fine ``y`` bins (choose ``y`` bins well below the resolution).
+The numbers drawn here (profiles, efficiencies and their intervals) are computed by
+:mod:`pipeline.stats`, which does not import matplotlib.
 """
 
 from __future__ import annotations
 
-import math
+import contextlib
 import os
 import sys
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -50,22 +41,31 @@ import mplhep as hep  # noqa: E402
 import numpy as np  # noqa: E402
 
 from pipeline.io import atomic_output  # noqa: E402
-
-hep.style.use("CMS")
+from pipeline.stats import Efficiency, Profile, efficiency, profile  # noqa: E402
 
 #: Experiment label of every plot: "CMS Simulation Private work (13.6 TeV)".
 LABEL: dict[str, Any] = {"exp": "CMS", "text": "Private work", "data": False, "com": 13.6, "loc": 0}
 DPI = 150
-GAUSS_1SIGMA = 0.682689492137086  # coverage of +-1 sigma
-_Q_LO, _Q_HI = 0.5 - GAUSS_1SIGMA / 2, 0.5 + GAUSS_1SIGMA / 2  # 0.1587, 0.8413
-_MEDIAN_ERR = math.sqrt(math.pi / 2)
-_HALF_IQR68_ERR = 0.964  # see module docstring
+#: The mplhep style of every plot (applied by :func:`style`).
+STYLE = "CMS"
 RATIO_BAND = {"color": "0.6", "alpha": 0.4, "linewidth": 0}
 
 
 # --------------------------------------------------------------------------------------------
-# figures and saving
+# style, figures and saving
 # --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def style() -> Iterator[None]:
+    """The pipeline's plot style (mplhep's CMS style) for the block; rcParams restored after it.
+
+    Wrap everything from creating a figure to :func:`save` in it (ticks and text read rcParams
+    when they are drawn). Nesting is harmless. Usable as a decorator: ``@plotting.style()``.
+    """
+    with matplotlib.rc_context():
+        hep.style.use(STYLE)
+        yield
+
+
 def _check_label(name: str, text: str | None) -> str:
     if not text or not str(text).strip():
         raise ValueError(f"{name} is required: label every axis (with its unit, e.g. '$p_T$ [GeV]')")
@@ -213,6 +213,7 @@ def _colors(n: int) -> list[str]:
     return [cycle[i % len(cycle)] for i in range(n)]
 
 
+@style()
 def plot_hists(hists: Sequence, labels: Sequence[str], *, xlabel: str, ylabel: str, density: bool = False,
                logy: bool = False, path: str | os.PathLike | None = None, legend_title: str | None = None,
                pdf: bool = False, label_kwargs: Mapping[str, Any] | None = None):
@@ -253,6 +254,7 @@ def _set_yscale(ax, logy: bool, any_entries: bool, values: Sequence[np.ndarray] 
         ax.set_ylim(bottom=0)
 
 
+@style()
 def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_index: int = 0, xlabel: str = "",
                           ylabel: str = "", density: bool = False, path: str | os.PathLike | None = None, *,
                           logy: bool = False, ratio_label: str | None = None,
@@ -322,135 +324,9 @@ def plot_hists_with_ratio(hists: Sequence, labels: Sequence[str], reference_inde
 
 
 # --------------------------------------------------------------------------------------------
-# profiles: response and resolution
+# profiles: response and resolution (computed by pipeline.stats)
 # --------------------------------------------------------------------------------------------
-@dataclass
-class Profile:
-    """A response profile in bins of x (see the module docstring for the definitions)."""
-
-    edges: np.ndarray
-    n: np.ndarray
-    center: np.ndarray
-    center_err: np.ndarray
-    width: np.ndarray
-    width_err: np.ndarray
-    stat: str = "quantile"
-
-    @property
-    def resolution(self) -> np.ndarray:
-        """Relative resolution ``width / centre``."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return self.width / self.center
-
-    @property
-    def resolution_err(self) -> np.ndarray:
-        """Uncertainty of :attr:`resolution` (centre and width errors added in quadrature)."""
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.abs(self.resolution) * np.hypot(self.width_err / self.width, self.center_err / self.center)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready numbers (NaN -> None)."""
-        names = ("response", "resolution")
-        return {
-            "stat": self.stat,
-            "definition": ("median; (q84-q16)/2; resolution = width/median" if self.stat == "quantile"
-                           else "mean; std; resolution = std/mean"),
-            "edges": _json_list(self.edges),
-            "entries": [int(x) for x in self.n],
-            names[0]: _json_list(self.center),
-            f"{names[0]}_err": _json_list(self.center_err),
-            "width": _json_list(self.width),
-            "width_err": _json_list(self.width_err),
-            names[1]: _json_list(self.resolution),
-            f"{names[1]}_err": _json_list(self.resolution_err),
-        }
-
-
-def _json_list(a: np.ndarray) -> list[float | None]:
-    return [None if not np.isfinite(x) else float(x) for x in np.asarray(a, dtype=float)]
-
-
-def _summarise(n: float, center: float, width: float, std: float, stat: str) -> tuple[float, float, float, float]:
-    if stat == "quantile":
-        return center, _MEDIAN_ERR * width / math.sqrt(n), width, _HALF_IQR68_ERR * width / math.sqrt(n)
-    return center, std / math.sqrt(n), std, std / math.sqrt(2 * max(n - 1, 1))
-
-
-def _check_stat(stat: str) -> None:
-    if stat not in ("quantile", "mean"):
-        raise ValueError(f"stat must be 'quantile' or 'mean', not {stat!r}")
-
-
-def profile(x, y, bins, stat: str = "quantile", min_entries: int = 10) -> Profile:
-    """Exact profile of ``y`` in bins of ``x`` from arrays (for data that fits in memory)."""
-    _check_stat(stat)
-    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
-    edges = np.asarray(bins, dtype=float)
-    nb = len(edges) - 1
-    out = {k: np.full(nb, np.nan) for k in ("center", "center_err", "width", "width_err")}
-    n = np.zeros(nb, dtype=np.int64)
-    idx = np.digitize(x, edges) - 1
-    for b in range(nb):
-        sel = y[(idx == b) & np.isfinite(y)]
-        n[b] = sel.size
-        if sel.size < max(min_entries, 2):
-            continue
-        q_lo, med, q_hi = np.quantile(sel, [_Q_LO, 0.5, _Q_HI])
-        center = med if stat == "quantile" else float(np.mean(sel))
-        vals = _summarise(sel.size, center, 0.5 * (q_hi - q_lo), float(np.std(sel, ddof=1)), stat)
-        for k, v in zip(("center", "center_err", "width", "width_err"), vals, strict=True):
-            out[k][b] = v
-    return Profile(edges, n, stat=stat, **out)
-
-
-def _binned_quantiles(counts_with_flow: np.ndarray, edges: np.ndarray, qs: Sequence[float]) -> np.ndarray:
-    """Quantiles of a binned distribution (flow bins as mass at the edges), linear inside bins."""
-    inner = counts_with_flow[1:-1]
-    cum = counts_with_flow[0] + np.concatenate([[0.0], np.cumsum(inner)])
-    total = counts_with_flow.sum()
-    # np.interp needs increasing xp: keep the first edge of each flat stretch
-    keep = np.concatenate([[True], np.diff(cum) > 0])
-    return np.interp(np.asarray(qs) * total, cum[keep], edges[keep])
-
-
-def profile_from_hist(h, stat: str = "quantile", min_entries: int = 10) -> Profile:
-    """Profile of a 2-D ``hist`` with axes (x, y): y's distribution summarised per x bin.
-
-    y's underflow and overflow count in ``n`` and in the quantiles (as mass at the range edges),
-    so a median or 16-84 % range is exact as long as it lies inside the y range. ``stat="mean"``
-    uses the y bin centres (and ignores y's flow bins).
-    """
-    _check_stat(stat)
-    if h.ndim != 2:
-        raise ValueError(f"profile_from_hist needs a 2-D histogram (x, y), got {h.ndim}-D")
-    counts = np.asarray(h.values(flow=True), dtype=float)
-    x_flow = h.axes[0].traits.underflow
-    counts = counts[1:-1] if x_flow else counts[: len(h.axes[0])]
-    if not h.axes[1].traits.underflow:
-        counts = np.pad(counts, ((0, 0), (1, 0)))
-    if not h.axes[1].traits.overflow:
-        counts = np.pad(counts, ((0, 0), (0, 1)))
-    edges = np.asarray(h.axes[0].edges, dtype=float)
-    yedges = np.asarray(h.axes[1].edges, dtype=float)
-    ycent = 0.5 * (yedges[1:] + yedges[:-1])
-    nb = len(edges) - 1
-    out = {k: np.full(nb, np.nan) for k in ("center", "center_err", "width", "width_err")}
-    n = counts.sum(axis=1)
-    for b in range(nb):
-        if n[b] < max(min_entries, 2):
-            continue
-        q_lo, med, q_hi = _binned_quantiles(counts[b], yedges, [_Q_LO, 0.5, _Q_HI])
-        inner = counts[b, 1:-1]
-        ni = inner.sum()
-        mean = float(np.sum(inner * ycent) / ni) if ni > 0 else np.nan
-        std = float(np.sqrt(np.sum(inner * (ycent - mean) ** 2) / max(ni - 1, 1))) if ni > 1 else np.nan
-        center = med if stat == "quantile" else mean
-        vals = _summarise(n[b], center, 0.5 * (q_hi - q_lo), std, stat)
-        for k, v in zip(("center", "center_err", "width", "width_err"), vals, strict=True):
-            out[k][b] = v
-    return Profile(edges, np.round(n).astype(np.int64), stat=stat, **out)
-
-
+@style()
 def plot_profiles(profiles: Sequence[Profile], labels: Sequence[str], *, what: str = "response", xlabel: str,
                   ylabel: str, path: str | os.PathLike | None = None, logx: bool = False,
                   hline: float | None = None, ylim: tuple[float, float] | None = None,
@@ -524,71 +400,9 @@ def _plain_log_ticks(ax) -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# efficiencies
+# efficiencies with Clopper-Pearson intervals (computed by pipeline.stats)
 # --------------------------------------------------------------------------------------------
-def clopper_pearson(passed, total, cl: float = GAUSS_1SIGMA) -> tuple[np.ndarray, np.ndarray]:
-    """Clopper-Pearson (exact binomial) interval ``(low, high)``; NaN where ``total`` is 0."""
-    from scipy.stats import beta
-
-    k = np.asarray(passed, dtype=float)
-    n = np.asarray(total, dtype=float)
-    alpha = 1.0 - cl
-    with np.errstate(divide="ignore", invalid="ignore"):
-        lo = np.where(k > 0, beta.ppf(alpha / 2, k, n - k + 1), 0.0)
-        hi = np.where(k < n, beta.ppf(1 - alpha / 2, k + 1, n - k), 1.0)
-    empty = n <= 0
-    return np.where(empty, np.nan, lo), np.where(empty, np.nan, hi)
-
-
-@dataclass
-class Efficiency:
-    """Per-bin efficiency ``passed / total`` with a Clopper-Pearson 68.3 % interval."""
-
-    edges: np.ndarray
-    passed: np.ndarray
-    total: np.ndarray
-
-    @property
-    def value(self) -> np.ndarray:
-        with np.errstate(divide="ignore", invalid="ignore"):
-            return np.where(self.total > 0, self.passed / self.total, np.nan)
-
-    @property
-    def interval(self) -> tuple[np.ndarray, np.ndarray]:
-        return clopper_pearson(self.passed, self.total)
-
-    def to_dict(self) -> dict[str, Any]:
-        lo, hi = self.interval
-        return {
-            "edges": _json_list(self.edges),
-            "passed": [int(round(x)) for x in self.passed],
-            "total": [int(round(x)) for x in self.total],
-            "efficiency": _json_list(self.value),
-            "cp68_low": _json_list(lo),
-            "cp68_high": _json_list(hi),
-        }
-
-
-def efficiency(passed, total, bins=None) -> Efficiency:
-    """An :class:`Efficiency` from x values (``bins`` given) or from two 1-D hists (``bins=None``).
-
-    With arrays, ``passed`` holds the x of the objects that pass and ``total`` the x of all objects
-    (passing ones included); x outside the bins is ignored.
-    """
-    if bins is None:
-        edges = np.asarray(total.axes[0].edges, dtype=float)
-        if not np.allclose(np.asarray(passed.axes[0].edges, dtype=float), edges):
-            raise ValueError("passed and total histograms have different bins")
-        k, n = np.asarray(passed.values(), dtype=float), np.asarray(total.values(), dtype=float)
-    else:
-        edges = np.asarray(bins, dtype=float)
-        k = np.histogram(np.asarray(passed, dtype=float), edges)[0].astype(float)
-        n = np.histogram(np.asarray(total, dtype=float), edges)[0].astype(float)
-    if np.any(k > n):
-        raise ValueError("more passing than total entries in some bin: passed must be a subset of total")
-    return Efficiency(edges, k, n)
-
-
+@style()
 def plot_efficiencies(effs: Sequence[Efficiency], labels: Sequence[str], *, xlabel: str,
                       ylabel: str = "Efficiency", path: str | os.PathLike | None = None, logx: bool = False,
                       ylim: tuple[float, float] = (0.0, 1.5), legend_title: str | None = None,

@@ -46,6 +46,13 @@ def event_uniform(event: np.ndarray, salt: int = 0) -> np.ndarray:
     return (x >> np.uint64(11)).astype(np.float64) / 2.0**53
 
 
+def is_holdout(event: np.ndarray, fraction: float) -> np.ndarray:
+    """True for the events of a held-out split (FlashSim validation, classifier and trigger test
+    sets): a hash of the event number (splitmix64, :func:`event_uniform`) below ``fraction``. The
+    same event number is in the same split in every file and table."""
+    return event_uniform(event) < float(fraction)
+
+
 def salt64(master_seed: int, *names: object) -> int:
     """A 64-bit salt for :func:`event_uniform` derived from the master seed and ``names``."""
     return int(seed_sequence(master_seed, *names).generate_state(1, np.uint64)[0])

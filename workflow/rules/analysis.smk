@@ -2,14 +2,14 @@
 # comparison, the pyhf closure test and the report.
 ANALYSIS = config["analysis"]
 SIMTYPES = ["full", "flash"]
-CLASSIFIER_MODEL = "results/classifier/model.pt"
-CLASSIFIER_JSON = "results/classifier/model.json"
+CLASSIFIER_MODEL = "results/models/classifier/model.pt"
+CLASSIFIER_JSON = "results/models/classifier/model.json"
 ANALYSIS_OUT = "results/analysis/{simtype}/{sample}.coffea"
 # Metrics JSONs rendered as tables in the report: name -> file (other stages add theirs here).
 REPORT_METRICS = {
     "flashsim_validation": "results/validation/flashsim/metrics.json",
     "calo_validation": "results/validation/calo/metrics.json",
-    "classifier": "results/classifier/metrics.json",
+    "classifier": "results/validation/classifier/metrics.json",
     "yields": "results/analysis/yields.json",
     "fit": "results/analysis/fit.json",
     "comparison": "results/analysis/comparison.json",
@@ -40,7 +40,7 @@ rule analysis:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/analysis_run.py"
+        "../scripts/analysis.py"
 
 
 rule analysis_compare:
@@ -121,7 +121,7 @@ rule report_tables:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/analysis_report_tables.py"
+        "../scripts/report_tables.py"
 
 
 rule report_plots:
@@ -172,7 +172,7 @@ rule report_plots:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/analysis_report_plots.py"
+        "../scripts/report_plots.py"
 
 
 CAPABILITY_TARGETS += [

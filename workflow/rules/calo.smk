@@ -1,13 +1,33 @@
 # Calorimeter fast simulation: reference showers -> WGAN-GP -> generated showers -> validation.
 # All files in the CaloChallenge HDF5 format, each with its binning XML beside it.
-import pipeline.calo.checks as calo_checks
-
+# (The calo block is checked with the rest of the config: pipeline.config.validate_config.)
 CALO = config["calo"]
-calo_checks.check_calo_config(CALO, source=_CONFIG_SOURCE)
 CALO_SAMPLES = list(CALO["samples"])
 CALO_BUILTIN = [s for s in CALO_SAMPLES if "file" not in CALO["samples"][s]]
 CALO_BUILTIN_RE = "|".join(CALO_BUILTIN) or "^$"
 CALO_SAMPLES_RE = "|".join(CALO_SAMPLES)
+
+
+def calo_sample_files(sample):
+    """Showers and binning of a calo sample: produced (built in) or as listed (CaloChallenge file)."""
+    scfg = CALO["samples"][sample]
+    if "file" in scfg:
+        return {"h5": scfg["file"], "xml": scfg["binning"]}
+    return {"h5": f"results/calo/reference/{sample}.h5", "xml": f"results/calo/reference/{sample}.xml"}
+
+
+def calo_training_inputs(wildcards):
+    return {"h5": [calo_sample_files(s)["h5"] for s in CALO_SAMPLES],
+            "xml": [calo_sample_files(s)["xml"] for s in CALO_SAMPLES],
+            "experiments": "results/mlflow/experiments.json"}
+
+
+def calo_validation_inputs(wildcards):
+    return {"ref_h5": [calo_sample_files(s)["h5"] for s in CALO_SAMPLES],
+            "ref_xml": [calo_sample_files(s)["xml"] for s in CALO_SAMPLES],
+            "gen_h5": [f"results/calo/generated/{s}.h5" for s in CALO_SAMPLES],
+            "gen_xml": [f"results/calo/generated/{s}.xml" for s in CALO_SAMPLES],
+            "experiments": "results/mlflow/experiments.json"}
 
 
 rule calo_reference:
@@ -38,11 +58,11 @@ rule calo_reference:
 rule train_calo_gan:
     """One energy- and particle-conditioned WGAN-GP on the training split of every calo sample."""
     input:
-        unpack(lambda w: calo_checks.training_inputs(CALO)),
+        unpack(calo_training_inputs),
     output:
-        model="results/calo/gan/model.pt",
-        metrics="results/calo/gan/training.json",
-        checkpoints=directory("results/calo/gan/checkpoints"),
+        model="results/models/calo/model.pt",
+        metrics="results/models/calo/training.json",
+        checkpoints=directory("results/models/calo/checkpoints"),
     params:
         calo=CALO,
         samples=CALO_SAMPLES,
@@ -65,8 +85,8 @@ rule train_calo_gan:
 rule calo_generate:
     """GAN showers at the incident energies of one sample's held-out reference showers."""
     input:
-        unpack(lambda w: calo_checks.sample_files(CALO, w.calo_sample)),
-        model="results/calo/gan/model.pt",
+        unpack(lambda w: calo_sample_files(w.calo_sample)),
+        model="results/models/calo/model.pt",
     output:
         h5="results/calo/generated/{calo_sample}.h5",
         xml="results/calo/generated/{calo_sample}.xml",
@@ -91,7 +111,7 @@ rule calo_generate:
 rule validate_calo:
     """CaloChallenge-style validation: histograms + separation power, classifier AUCs, plots."""
     input:
-        unpack(lambda w: calo_checks.validation_inputs(CALO)),
+        unpack(calo_validation_inputs),
     output:
         metrics="results/validation/calo/metrics.json",
         plots=directory("results/validation/calo/plots"),

@@ -1,16 +1,15 @@
 # DisCo-regularised classifiers (src/pipeline/classifier): train_classifier per lambda ->
 # evaluate_classifier -> export of the chosen model for the analysis.
-from pipeline.classifier.naming import choose_check, lambda_tag
+from pipeline.classifier.naming import lambda_tag
 
 CLASSIFIER = config["classifier"]
-choose_check(CLASSIFIER)  # chosen_lambda must be one of lambdas: one clear error when the DAG is built
 CLASSIFIER_LAMBDAS = {lambda_tag(v): float(v) for v in CLASSIFIER["lambdas"]}
 CLASSIFIER_SKIMS = {
     s: f"results/skims/{s}.parquet"
     for s, c in config["samples"].items()
     if c["role"] in ("signal", "background")
 }
-CLASSIFIER_SCORERS = [f"results/classifier/lambda_{t}/scorer.pt" for t in CLASSIFIER_LAMBDAS]
+CLASSIFIER_SCORERS = [f"results/models/classifier/lambda_{t}/scorer.pt" for t in CLASSIFIER_LAMBDAS]
 
 
 wildcard_constraints:
@@ -24,8 +23,8 @@ rule train_classifier:
         skims=list(CLASSIFIER_SKIMS.values()),
         experiments="results/mlflow/experiments.json",
     output:
-        scorer="results/classifier/lambda_{lam}/scorer.pt",
-        summary="results/classifier/lambda_{lam}/train.json",
+        scorer="results/models/classifier/lambda_{lam}/scorer.pt",
+        summary="results/models/classifier/lambda_{lam}/train.json",
     params:
         skims=CLASSIFIER_SKIMS,
         lam=lambda w: CLASSIFIER_LAMBDAS[w.lam],
@@ -41,7 +40,7 @@ rule train_classifier:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/classifier_train.py"
+        "../scripts/train_classifier.py"
 
 
 rule evaluate_classifier:
@@ -52,8 +51,8 @@ rule evaluate_classifier:
         scorers=CLASSIFIER_SCORERS,
         experiments="results/mlflow/experiments.json",
     output:
-        metrics="results/classifier/metrics.json",
-        scores=expand("results/classifier/lambda_{lam}/scores.parquet", lam=CLASSIFIER_LAMBDAS),
+        metrics="results/validation/classifier/metrics.json",
+        scores=expand("results/validation/classifier/lambda_{lam}/scores.parquet", lam=CLASSIFIER_LAMBDAS),
         roc=report("results/plots/classifier/roc.png", caption="../report/classifier_plots.rst", category="4 Classifier"),
         plane=report("results/plots/classifier/r50_vs_invjsd.png", caption="../report/classifier_plots.rst",
                      category="4 Classifier"),
@@ -73,18 +72,18 @@ rule evaluate_classifier:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/classifier_evaluate.py"
+        "../scripts/evaluate_classifier.py"
 
 
 rule export_classifier:
-    """The scorer of classifier.chosen_lambda as results/classifier/model.pt (TorchScript, raw
+    """The scorer of classifier.chosen_lambda as results/models/classifier/model.pt (TorchScript, raw
     event columns in, score out) + model.json (features, threshold at 50 % signal efficiency)."""
     input:
         scorers=CLASSIFIER_SCORERS,
-        metrics="results/classifier/metrics.json",
+        metrics="results/validation/classifier/metrics.json",
     output:
-        model="results/classifier/model.pt",
-        meta="results/classifier/model.json",
+        model="results/models/classifier/model.pt",
+        meta="results/models/classifier/model.json",
     params:
         tags=list(CLASSIFIER_LAMBDAS),
     log:
@@ -97,7 +96,11 @@ rule export_classifier:
         "../../envs/ml.yaml"
     localrule: True
     script:
-        "../scripts/classifier_export.py"
+        "../scripts/export_classifier.py"
 
 
-CAPABILITY_TARGETS += ["results/classifier/model.pt", "results/classifier/model.json", "results/classifier/metrics.json"]
+CAPABILITY_TARGETS += [
+    "results/models/classifier/model.pt",
+    "results/models/classifier/model.json",
+    "results/validation/classifier/metrics.json",
+]

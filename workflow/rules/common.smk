@@ -54,5 +54,5 @@ def all_outputs():
     out += [f"results/models/flashsim/{o}.pt" for o in OBJECTS]
     out += [f for s in SAMPLES for f in flash_files(s)]
     out += ["results/validation/flashsim/metrics.json"]
-    out += ["results/calo/gan/model.pt", "results/validation/calo/metrics.json"]  # calo (workflow/rules/calo.smk)
+    out += ["results/models/calo/model.pt", "results/validation/calo/metrics.json"]  # calo (workflow/rules/calo.smk)
     return out

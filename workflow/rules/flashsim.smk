@@ -9,13 +9,11 @@ rule train_flow:
     input:
         table="results/training/{object}.parquet",
         fakes="results/training/{object}_fakes.parquet",
-        samples=training_inputs,
+        events="results/training/{object}_events.parquet",
         experiments="results/mlflow/experiments.json",
     output:
         model=FLASH_MODEL,
         metrics="results/models/flashsim/{object}.metrics.json",
-    params:
-        files={s: sample_files(s) for s in config["training_tables"]["samples"]},
     log:
         "results/logs/train_flow/{object}.log",
     benchmark:
@@ -28,7 +26,7 @@ rule train_flow:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/flashsim_train.py"
+        "../scripts/train_flow.py"
 
 
 rule flash_generate:
@@ -49,7 +47,7 @@ rule flash_generate:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/flashsim_generate.py"
+        "../scripts/flash_generate.py"
 
 
 rule validate_flashsim:
@@ -75,4 +73,4 @@ rule validate_flashsim:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/flashsim_validate.py"
+        "../scripts/validate_flashsim.py"

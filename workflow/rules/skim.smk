@@ -24,15 +24,18 @@ rule skim:
 
 
 rule training_table:
-    """Matched (gen conditioning, reco target) rows of jets or muons for the FlashSim flows, and
-    the reco objects without a gen partner (fakes)."""
+    """Matched (gen conditioning, reco target) rows of jets or muons for the FlashSim flows, the
+    reco objects without a gen partner (fakes), and per event its GenJet and fake multiplicities."""
     input:
         training_inputs,
     output:
         table="results/training/{object}.parquet",
         fakes="results/training/{object}_fakes.parquet",
+        events="results/training/{object}_events.parquet",
     params:
         files={s: sample_files(s) for s in config["training_tables"]["samples"]},
+        acceptance=lambda w: config["training_tables"][w.object],
+        chunk_events=config["skim"]["chunk_events"],
     log:
         "results/logs/training_table/{object}.log",
     benchmark:

@@ -56,7 +56,7 @@ rule train_trigger:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/trigger_train.py"
+        "../scripts/train_trigger.py"
 
 
 rule firmware:
@@ -83,7 +83,7 @@ rule firmware:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/trigger_firmware.py"
+        "../scripts/firmware.py"
 
 
 rule synthesize:
@@ -105,7 +105,7 @@ rule synthesize:
     conda:
         "../../envs/ml.yaml"
     script:
-        "../scripts/trigger_synthesize.py"
+        "../scripts/synthesize.py"
 
 
 CAPABILITY_TARGETS += expand(f"{FIRMWARE_DIR}/{{name}}", model=TRIGGER_MODELS,

@@ -1,6 +1,11 @@
 from pipeline.calo.train import generate
-from pipeline.runner import run
+from pipeline.glue import run
 
-run(snakemake, lambda smk: generate(
-    smk.input.model, smk.input.h5, smk.input.xml, smk.params.calo["samples"][smk.wildcards.calo_sample]["particle"],
-    smk.params.calo, smk.config["seed"], smk.wildcards.calo_sample, smk.output.h5, smk.output.xml, threads=smk.threads))
+
+def main(smk):
+    sample, cfg = smk.wildcards.calo_sample, smk.params.calo
+    generate(smk.input.model, smk.input.h5, smk.input.xml, cfg["samples"][sample]["particle"], cfg,
+             smk.config["seed"], sample, smk.output.h5, smk.output.xml, threads=smk.threads)
+
+
+run(snakemake, main)  # noqa: F821

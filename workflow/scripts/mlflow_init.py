@@ -1,4 +1,9 @@
-from pipeline.runner import run
+from pipeline.glue import run
 from pipeline.tracking import init_experiments
 
-run(snakemake, lambda smk: init_experiments(smk.params.mlflow, smk.params.experiments, smk.output[0]))
+
+def main(smk):
+    init_experiments(smk.params.mlflow, smk.params.experiments, smk.output[0])
+
+
+run(snakemake, main)  # noqa: F821

@@ -1,14 +1,14 @@
 from pipeline.calo.train import train_gan, write_metrics
-from pipeline.runner import provenance, run
-from pipeline.tracking import tracked_run
+from pipeline.glue import run, tracked
 
 
 def main(smk):
     cfg = smk.params.calo
-    samples = {s: (h5, xml, cfg["samples"][s]["particle"]) for s, h5, xml in zip(smk.params.samples, smk.input.h5, smk.input.xml)}
-    with tracked_run(smk.config["mlflow"], "calo", "train_calo_gan", **provenance(smk, params=cfg["gan"])) as tr:
+    samples = {s: (h5, xml, cfg["samples"][s]["particle"])
+               for s, h5, xml in zip(smk.params.samples, smk.input.h5, smk.input.xml)}
+    with tracked(smk, "calo", params=cfg["gan"]) as tr:
         write_metrics(smk.output.metrics, train_gan(samples, cfg, smk.config["seed"], smk.output.model,
                                                     smk.output.checkpoints, tracked=tr, threads=smk.threads))
 
 
-run(snakemake, main)
+run(snakemake, main)  # noqa: F821

@@ -1,7 +1,10 @@
-from pipeline.runner import run
-from pipeline.skim import training_table
+from pipeline.flashsim.tables import training_table
+from pipeline.glue import run
 
-run(
-    snakemake,
-    lambda smk: training_table(smk.wildcards.object, smk.params.files, smk.output.table, smk.config),
-)
+
+def main(smk):
+    obj = smk.wildcards.object
+    training_table(obj, dict(smk.params.files), smk.output.table, smk.params.acceptance, smk.params.chunk_events)
+
+
+run(snakemake, main)  # noqa: F821

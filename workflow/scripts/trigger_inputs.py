@@ -1,4 +1,4 @@
-from pipeline.runner import run
+from pipeline.glue import run
 from pipeline.trigger.inputs import build_inputs
 
 
@@ -9,4 +9,4 @@ def main(smk):
     build_inputs(files, cutflows, cfg["samples"], cfg["trigger"], smk.output[0], progress=True)
 
 
-run(snakemake, main)
+run(snakemake, main)  # noqa: F821

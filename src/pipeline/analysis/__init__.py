@@ -2,10 +2,11 @@
 
 :mod:`.processor`  the Coffea processor (object and VBF selection, regions, ``hist`` histograms,
                    cutflow, DisCo classifier score) -- the same on every sample, full or flash
-:mod:`.runner`     ``processor.Runner`` with FuturesExecutor or DaskExecutor, normalisation,
+:mod:`.execute`    ``processor.Runner`` with FuturesExecutor or DaskExecutor, normalisation,
                    coffea serialisation of the output
 :mod:`.compare`    full vs flash overlays with ratio panels and chi2/ndf, the yields table
 :mod:`.fit`        the pyhf closure test (expected significance, signal-strength uncertainty,
                    cross fits of each model to the other's Asimov data)
-:mod:`.report`     metrics tables (HTML) and plot galleries for ``snakemake --report``
+
+The report tables of every stage live in :mod:`pipeline.report`.
 """

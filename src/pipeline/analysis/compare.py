@@ -108,7 +108,7 @@ def pulls_total(table: Mapping) -> dict:
 def compare(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], plots_dir: str,
             yields_json: str, comparison_json: str, pdf: bool = False) -> dict:
     """Overlay full and flash histograms of every sample; write plots, yields.json, comparison.json."""
-    from pipeline.analysis.runner import load_result
+    from pipeline.analysis.execute import load_result
 
     if set(full_paths) != set(flash_paths):
         raise InputFileError(f"full samples {sorted(full_paths)} and flash samples {sorted(flash_paths)} differ")
@@ -140,31 +140,3 @@ def compare(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], plots
     io.write_json(comparison_json, agreement)
     return {"yields": table, "comparison": comparison, "yield_pulls_total": agreement["yield_pulls_total"]}
 
-
-def compare_rule(smk) -> None:
-    """The ``analysis_compare`` rule: plots, yields.json, comparison.json, MLflow metrics."""
-    from pipeline import runner, tracking
-
-    cfg = smk.config
-    samples = list(smk.params.samples)
-    full = dict(zip(samples, smk.input.full, strict=True))
-    flash = dict(zip(samples, smk.input.flash, strict=True))
-    with tracking.tracked_run(cfg["mlflow"], "analysis", "analysis_compare", **runner.provenance(smk)) as run:
-        out = compare(full, flash, smk.output.plots, smk.output.yields, smk.output.comparison,
-                      pdf=bool(cfg["plots"]["samples"].get("pdf", False)))
-        metrics = {}
-        for sample, regs in out["yields"].items():
-            for region, v in regs.items():
-                for st in ("full", "flash"):
-                    y, e = v[st]
-                    metrics[f"{sample}.{region}.{st}"] = y
-                    metrics[f"{sample}.{region}.{st}_err"] = e
-                if "difference_error_paired" in v:
-                    metrics[f"{sample}.{region}.difference_error_paired"] = v["difference_error_paired"]
-        for sample, vs in out["comparison"].items():
-            for var, c in vs.items():
-                metrics[f"{sample}.chi2_ndf.{var}"] = c["chi2_ndf"]
-        metrics.update({f"yield_pulls_total.{k}": v for k, v in out["yield_pulls_total"].items() if v is not None})
-        run.log_metrics(metrics)
-        run.log_artifact(smk.output.yields)
-        run.log_artifact(smk.output.comparison)

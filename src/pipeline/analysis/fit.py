@@ -307,7 +307,7 @@ def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Ma
         fit_cfg: Mapping, out_json: str, copies: int = 1) -> dict:
     """Load the analysis outputs, run :func:`closure` with ``analysis.fit`` (``variable``,
     ``rebin``, ``mu_bounds``) and write ``fit.json``; ``copies``: FlashSim's oversampling k."""
-    from pipeline.analysis.runner import load_result
+    from pipeline.analysis.execute import load_result
 
     try:
         variable, rebin, mu_bounds = fit_cfg["variable"], fit_cfg["rebin"], fit_cfg["mu_bounds"]
@@ -334,28 +334,3 @@ def fit(full_paths: Mapping[str, str], flash_paths: Mapping[str, str], roles: Ma
              out["full"]["mu_uncertainty"], out["flash"]["mu_uncertainty"])
     return out
 
-
-def fit_rule(smk) -> None:
-    """The ``analysis_fit`` rule: fit.json and an MLflow run with the closure metrics."""
-    from pipeline import runner, tracking
-
-    cfg = smk.config
-    samples = list(smk.params.samples)
-    roles = {s: cfg["samples"][s]["role"] for s in samples}
-    with tracking.tracked_run(cfg["mlflow"], "analysis", "analysis_fit",
-                              **runner.provenance(smk, params={"fit": cfg["analysis"]["fit"]})) as run:
-        out = fit(dict(zip(samples, smk.input.full, strict=True)), dict(zip(samples, smk.input.flash, strict=True)),
-                  roles, cfg["analysis"]["fit"], smk.output.fit, copies=int(cfg["flashsim"]["oversampling_k"]))
-        metrics = {"significance_relative_difference": out["significance_relative_difference"]}
-        if out.get("significance_relative_difference_uncertainty") is not None:
-            metrics["significance_relative_difference_uncertainty"] = out["significance_relative_difference_uncertainty"]
-        for k in ("full", "flash", "flash_oversampled"):
-            for m in ("expected_significance", "mu_uncertainty", "signal_yield", "background_yield"):
-                if out[k][m] is not None:
-                    metrics[f"{k}.{m}"] = out[k][m]
-        for name, c in out["cross"].items():
-            metrics[f"{name}.mu"] = c["mu"]
-            if c["mu_uncertainty"] is not None:
-                metrics[f"{name}.mu_uncertainty"] = c["mu_uncertainty"]
-        run.log_metrics(metrics)
-        run.log_artifact(smk.output.fit)

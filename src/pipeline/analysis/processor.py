@@ -33,7 +33,7 @@ weight genWeight / k, adjacent in the file); they are not independent, so the yi
 Histogram variances are per entry (``Weight`` storage).
 
 Weights are ``genWeight * norm[dataset]`` with ``norm = xsec * 1000 * luminosity_fb / sum genWeight``
-(:func:`pipeline.skim.sample_normalisation`); flash events carry ``genWeight / k``, so the same
+(:func:`pipeline.normalisation.sample_normalisation`); flash events carry ``genWeight / k``, so the same
 formula normalises them. Histograms include the DisCo classifier score when a model is given: a
 TorchScript module (``torch.jit.load``) taking the raw event columns named by its ``model.json``
 ``features`` (NaN for absent objects) and returning scores in [0, 1].

@@ -1,33 +1,44 @@
-"""An energy-conditioned Wasserstein GAN with gradient penalty for calorimeter showers.
+"""An energy- and particle-conditioned generator of calorimeter showers, trained with a WGAN-GP critic.
 
-Generator: an MLP maps (noise, condition) to three heads whose product is the shower, so the
-energy scale is built in rather than learnt voxel by voxel:
+Condition (:class:`Conditioner`): standardised ln E_incident and a one-hot particle type.
+``gan.generator`` chooses the generator (:func:`build_generator`):
 
-- the total-energy ratio u = E_total / E_incident, as exp(m + s * head) with (m, s) the training
-  data's mean and width of ln u (the energy scale is right from the first step);
-- the layer fractions E_l / E_total (softmax over layers);
-- the voxel fractions inside each layer (softmax per layer), over the voxels that per-voxel
-  stochastic gates switch on (``voxel_gates``): hard 0/1 in the forward pass, a relaxed
-  Bernoulli in the backward pass, so the generator can make the sparse, spotty showers of low
-  energies that a softmax alone cannot;
+- ``flow`` (the default): :class:`~pipeline.calo.flow.ShowerFlow`, a two-stage conditional
+  neural spline flow (layer energies, then voxel fractions per layer; see :mod:`pipeline.calo.flow`),
+  trained as a Flow-GAN (Grover et al., arXiv:1705.08868): its loss is the negative
+  log-likelihood of the training showers plus ``adversarial_weight`` times the critic's
+  adversarial loss. With ``adversarial_weight: 0`` (the default) the critic is not trained and
+  the flow is a maximum-likelihood model; its generator uses Adam with a one-cycle learning-rate
+  schedule and gradient clipping.
+- ``mlp``: :class:`Generator`, an MLP that maps (noise, condition) to three heads whose product
+  is the shower, so the energy scale is built in rather than learnt voxel by voxel:
 
-shower = E_incident * u * f_layer * f_voxel [MeV], then the detector's zero suppression (voxels
-below ``threshold_mev`` read zero, as in the training data). Condition: standardised
-ln E_incident and a one-hot particle type.
+  - the total-energy ratio u = E_total / E_incident, as exp(m + s * head) with (m, s) the
+    training data's mean and width of ln u (the energy scale is right from the first step);
+  - the layer fractions E_l / E_total (softmax over layers);
+  - the voxel fractions inside each layer (softmax per layer), optionally over the voxels that
+    per-voxel stochastic gates switch on (``voxel_gates``): hard 0/1 in the forward pass, a
+    relaxed Bernoulli in the backward pass, for the sparse, spotty showers of low energies that
+    a softmax alone cannot make;
 
-Critic: an MLP on the condition, log10(voxel / E_incident + 1e-5) and differentiable high-level
-features (:class:`~pipeline.calo.features.TorchFeatures`: ln u, layer fractions, centres and widths
-per layer), each standardised with the training data's statistics. Trained with the WGAN-GP loss
-(Gulrajani et al., arXiv:1704.00028): gradient penalty on interpolates of the critic's inputs,
-plus a small drift term epsilon * E[C(real)^2] (Karras et al., arXiv:1710.10196) that keeps the
-critic's output near zero.
+  shower = E_incident * u * f_layer * f_voxel [MeV], then the detector's zero suppression
+  (voxels below ``threshold_mev`` read zero, as in the training data). Trained by the critic
+  (adversarial weight 1) and the MMD terms alone.
 
-The generator's loss adds ``mmd_weight`` times the squared maximum mean discrepancy between the
-real and generated (condition, high-level features) of the batch, plus ``mmd_voxel_weight``
-times that of (condition, voxels), plus ``mmd_marginal_weight`` times the mean over features of
-the MMD of (condition, one feature) (Li et al., arXiv:1502.02761):
-a low-variance signal on the distributions that the validation checks, which shortens the
-training on a CPU from hours to minutes.
+Critic (:class:`CaloGAN`): an MLP on the condition, log10(voxel / E_incident + 1e-5) and
+differentiable high-level features (:class:`~pipeline.calo.features.TorchFeatures`: ln u, layer
+fractions, centres and widths per layer), each standardised with the training data's statistics.
+Trained with the WGAN-GP loss (Gulrajani et al., arXiv:1704.00028): gradient penalty on
+interpolates of the critic's inputs, plus a small drift term epsilon * E[C(real)^2] (Karras et
+al., arXiv:1710.10196) that keeps the critic's output near zero; ``n_critic`` critic steps per
+generator step.
+
+With ``mmd_weight > 0`` the generator's loss adds ``mmd_weight`` times the squared maximum mean
+discrepancy between the real and generated (condition, high-level features) of the batch, plus
+``mmd_voxel_weight`` times that of (condition, voxels), plus ``mmd_marginal_weight`` times the
+mean over features of the MMD of (condition, one feature) (Li et al., arXiv:1502.02761): a
+low-variance signal on the distributions that the validation checks, which shortens the training
+on a CPU from hours to minutes.
 
 The trap: the critic must not see anything the generator cannot reproduce (e.g. exact zeros
 without the threshold), or it wins by that alone and the generator learns nothing else.
@@ -126,7 +137,7 @@ def build_generator(kind: str, layer_sizes, cond_dim: int, stats: Mapping, hp: M
         return ShowerFlow(layer_sizes, cond_dim, stats["threshold_mev"], fcfg["energy"], fcfg["voxels"],
                           fcfg["dequantisation_decades"], fcfg["dequantisation_gap_decades"])
     return Generator(layer_sizes, cond_dim, hp["latent_dim"], hp["hidden"], stats["log_ratio_mean"],
-                     stats["log_ratio_std"], stats["threshold_mev"], gates=hp.get("voxel_gates", False))
+                     stats["log_ratio_std"], stats["threshold_mev"], gates=hp["voxel_gates"])
 
 
 class Conditioner(nn.Module):

@@ -31,9 +31,7 @@ log = logging.getLogger(__name__)
 # reference
 # --------------------------------------------------------------------------------------------
 def reference_geometry(calo_cfg: Mapping, particle: str) -> Geometry:
-    name = calo_cfg["geometry"]
-    if name not in calo_cfg["geometries"]:
-        raise ConfigError(f"calo.geometry: '{name}' is not a key of calo.geometries ({', '.join(calo_cfg['geometries'])})")
+    name = calo_cfg["geometry"]  # a key of calo.geometries (pipeline.config.validate_config)
     return Geometry.from_config(calo_cfg["geometries"][name], particle, key=f"calo.geometries.{name}")
 
 

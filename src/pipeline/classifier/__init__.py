@@ -10,6 +10,6 @@ event-number split), :mod:`.model` (the scorer with its input scaling and the Li
 :mod:`.train` (rule ``train_classifier``), :mod:`.evaluate` (rule ``evaluate_classifier``: AUC,
 R50, 1/JSD and its statistical floor, dCor, plots), :mod:`.export` (rule ``export_classifier``:
 the chosen model as TorchScript for the analysis, and :func:`~.export.load_scorer`).
-:mod:`.naming` holds what the Snakemake rule file needs (lambda tags, the chosen-lambda check)
-without importing torch; the package imports nothing eagerly for the same reason.
+:mod:`.naming` holds what the Snakemake rule file needs (lambda tags) without importing torch;
+the package imports nothing eagerly for the same reason.
 """

@@ -5,7 +5,7 @@ Population (``classifier.population``): skim-preselected events with
 sample whose ``role`` is ``signal`` or ``background`` (built-in or external). Float features of
 absent objects (a second jet) stay NaN here; the scorer fills them (:mod:`.model`).
 
-Split: a hash of the event number (:func:`pipeline.flashsim.conditions.is_holdout`, the same
+Split: a hash of the event number (:func:`pipeline.seeds.is_holdout`, the same
 splitmix64 hash as the FlashSim hold-out) below ``split.test_fraction`` is the test split, below
 ``test_fraction + val_fraction`` the validation split, the rest is trained on. The same event
 number is in the same split in every sample and every run.
@@ -26,7 +26,7 @@ import pandas as pd
 
 from pipeline import features, io
 from pipeline.errors import ConfigError, EmptySelectionError
-from pipeline.flashsim.conditions import is_holdout
+from pipeline.seeds import is_holdout
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +35,6 @@ DECORRELATED = "m_mumu"
 #: Skim columns read besides the features.
 BOOKKEEPING = ("event", "weight", "sample", "n_jets")
 SPLITS = ("train", "val", "test")
-
-
-def classifier_cfg(cfg: Mapping) -> dict:
-    try:
-        return dict(cfg["classifier"])
-    except (KeyError, TypeError):
-        raise ConfigError("classifier: block missing from the config (see config/README.md)") from None
 
 
 def feature_names(ccfg: Mapping) -> list[str]:
@@ -61,7 +54,7 @@ def feature_names(ccfg: Mapping) -> list[str]:
 
 def classifier_samples(cfg: Mapping) -> dict[str, str]:
     """sample -> role for every sample with role signal or background."""
-    out = {s: c["role"] for s, c in cfg["samples"].items() if c.get("role") in ("signal", "background")}
+    out = {s: c["role"] for s, c in cfg["samples"].items() if c["role"] in ("signal", "background")}
     roles = set(out.values())
     if roles != {"signal", "background"}:
         raise ConfigError("samples: the classifiers need at least one sample with role signal and one with "

@@ -36,9 +36,9 @@ import pandas as pd
 import torch
 
 from pipeline import io
-from pipeline.classifier.data import Dataset, classifier_cfg, classifier_samples, load_population
+from pipeline.classifier.data import Dataset, load_population
 from pipeline.classifier.disco import distance_corr_sq
-from pipeline.classifier.naming import choose_check, lambda_tag
+from pipeline.classifier.naming import lambda_tag
 from pipeline.seeds import rng
 
 log = logging.getLogger(__name__)
@@ -169,16 +169,17 @@ def acceptance(metrics: Mapping[str, Mapping], chosen: str) -> dict[str, Any]:
 def plot_roc(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], path: str) -> str:
     from pipeline import plotting
 
-    fig, ax = plotting.figure()
-    for (tag, (eff_s, rej)), color in zip(curves.items(), plotting._colors(len(curves))):
-        ax.plot(eff_s, rej, label=f"$\\lambda$ = {tag}", color=color)
-    ax.set_yscale("log")
-    ax.set_xlim(0, 1)
-    ax.set_xlabel(r"Signal efficiency $\varepsilon_S$")
-    ax.set_ylabel(r"Background rejection $1/\varepsilon_B$")
-    ax.axvline(0.5, color="0.6", linestyle=":")
-    ax.legend(title="DisCo", loc="upper right")
-    return plotting.save(fig, path)
+    with plotting.style():
+        fig, ax = plotting.figure()
+        for (tag, (eff_s, rej)), color in zip(curves.items(), plotting._colors(len(curves))):
+            ax.plot(eff_s, rej, label=f"$\\lambda$ = {tag}", color=color)
+        ax.set_yscale("log")
+        ax.set_xlim(0, 1)
+        ax.set_xlabel(r"Signal efficiency $\varepsilon_S$")
+        ax.set_ylabel(r"Background rejection $1/\varepsilon_B$")
+        ax.axvline(0.5, color="0.6", linestyle=":")
+        ax.legend(title="DisCo", loc="upper right")
+        return plotting.save(fig, path)
 
 
 def plot_sculpting(score: np.ndarray, test: Dataset, efficiencies: Sequence[float], edges: np.ndarray,
@@ -213,41 +214,42 @@ def plot_r50_vs_invjsd(metrics: Mapping[str, Mapping], chosen: str, path: str) -
     same row is that classifier's statistical floor of 1/JSD."""
     from pipeline import plotting
 
-    fig, ax = plotting.figure()
-    xmax = 0.0
-    for i, (tag, mt) in enumerate(metrics.items()):
-        x, y, floor = mt["inv_jsd"], mt["r50"], mt["inv_jsd_floor"]
-        xmax = max(xmax, x, floor)
-        ax.plot([x, floor], [y, y], color="0.6", linestyle=":", linewidth=1.5)
-        ax.scatter([floor], [y], s=70, facecolors="none", edgecolors="0.4",
-                   label="statistical floor of 1/JSD" if i == 0 else None)
-        ax.scatter([x], [y], s=160 if tag == chosen else 70, marker="*" if tag == chosen else "o",
-                   color="C3" if tag == chosen else "C0", zorder=3,
-                   label=f"chosen $\\lambda$ = {tag}" if tag == chosen else None)
-        ax.annotate(f"$\\lambda$ = {tag}", (x, y), textcoords="offset points", xytext=(8, 8), fontsize="small")
-    ax.set_xlim(0, 1.25 * xmax if np.isfinite(xmax) and xmax > 0 else 1)
-    ax.set_ylim(0, 1.3 * max(mt["r50"] for mt in metrics.values() if np.isfinite(mt["r50"])))
-    ax.set_xlabel("1/JSD (background $m_{\\mu\\mu}$, pass vs fail at $\\varepsilon_S$ = 0.5)")
-    ax.set_ylabel(r"$R_{50}$ = $1/\varepsilon_B$ at $\varepsilon_S$ = 0.5")
-    ax.legend(loc="upper right")
-    return plotting.save(fig, path)
+    with plotting.style():
+        fig, ax = plotting.figure()
+        xmax = 0.0
+        for i, (tag, mt) in enumerate(metrics.items()):
+            x, y, floor = mt["inv_jsd"], mt["r50"], mt["inv_jsd_floor"]
+            xmax = max(xmax, x, floor)
+            ax.plot([x, floor], [y, y], color="0.6", linestyle=":", linewidth=1.5)
+            ax.scatter([floor], [y], s=70, facecolors="none", edgecolors="0.4",
+                       label="statistical floor of 1/JSD" if i == 0 else None)
+            ax.scatter([x], [y], s=160 if tag == chosen else 70, marker="*" if tag == chosen else "o",
+                       color="C3" if tag == chosen else "C0", zorder=3,
+                       label=f"chosen $\\lambda$ = {tag}" if tag == chosen else None)
+            ax.annotate(f"$\\lambda$ = {tag}", (x, y), textcoords="offset points", xytext=(8, 8), fontsize="small")
+        ax.set_xlim(0, 1.25 * xmax if np.isfinite(xmax) and xmax > 0 else 1)
+        ax.set_ylim(0, 1.3 * max(mt["r50"] for mt in metrics.values() if np.isfinite(mt["r50"])))
+        ax.set_xlabel("1/JSD (background $m_{\\mu\\mu}$, pass vs fail at $\\varepsilon_S$ = 0.5)")
+        ax.set_ylabel(r"$R_{50}$ = $1/\varepsilon_B$ at $\varepsilon_S$ = 0.5")
+        ax.legend(loc="upper right")
+        return plotting.save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
-# the rule
+# the entry point
 # --------------------------------------------------------------------------------------------
-def evaluate_classifiers(skims: Mapping[str, str], scorers: Mapping[str, str], cfg: Mapping, out_dir: str,
-                         plot_dir: str) -> dict[str, Any]:
-    """Score the test split with every scorer (``lambda tag -> TorchScript file``); write
-    ``{out_dir}/lambda_{tag}/scores.parquet``, the plots under ``plot_dir``, and return the metrics
-    (the caller writes metrics.json)."""
+def evaluate_classifiers(skims: Mapping[str, str], roles: Mapping[str, str], scorers: Mapping[str, str],
+                         ccfg: Mapping, seed: int, out_dir: str, plot_dir: str) -> dict[str, Any]:
+    """Score the test split of the skims (``sample -> path``, ``roles``: ``sample ->
+    signal/background``) with every scorer (``lambda tag -> TorchScript file``) under the
+    ``classifier`` config block ``ccfg``; write ``{out_dir}/lambda_{tag}/scores.parquet``, the plots
+    under ``plot_dir``, and return the metrics (the caller writes metrics.json)."""
     from sklearn.metrics import roc_curve
 
-    ccfg = classifier_cfg(cfg)
     ecfg = ccfg["evaluation"]
-    chosen = lambda_tag(choose_check(ccfg))
+    chosen = lambda_tag(ccfg["chosen_lambda"])
     torch.set_num_threads(int(ccfg["threads"]))
-    test = load_population(skims, classifier_samples(cfg), ccfg)["test"]
+    test = load_population(skims, roles, ccfg)["test"]
     pop = ccfg["population"]
     window = (float(pop["mmumu_min_gev"]), float(pop["mmumu_max_gev"]))
     edges = np.linspace(window[0], window[1], int(ecfg["plot_bins"]) + 1)
@@ -256,7 +258,7 @@ def evaluate_classifiers(skims: Mapping[str, str], scorers: Mapping[str, str], c
     for tag, path in scorers.items():
         scorer = torch.jit.load(str(path)).eval()
         score = score_dataset(scorer, test)
-        gen = rng(int(cfg["seed"]), "evaluate_classifier", tag)
+        gen = rng(int(seed), "evaluate_classifier", tag)
         metrics[tag] = {"lambda": float(tag), **metrics_of(score, test, ecfg, window, gen)}
         log.info("lambda %s: %s", tag, {k: round(v, 5) if isinstance(v, float) else v
                                          for k, v in metrics[tag].items()})
@@ -273,22 +275,3 @@ def evaluate_classifiers(skims: Mapping[str, str], scorers: Mapping[str, str], c
     plot_r50_vs_invjsd(metrics, chosen, str(Path(plot_dir) / "r50_vs_invjsd.png"))
     return {"lambdas": metrics, "chosen": chosen, "jsd_log_base": 2, "acceptance": acceptance(metrics, chosen)}
 
-
-def evaluate_rule(smk) -> None:
-    """Body of the ``evaluate_classifier`` rule (workflow/scripts/classifier_evaluate.py)."""
-    from pipeline.runner import provenance
-    from pipeline.tracking import tracked_run
-
-    cfg = smk.config
-    scorers = dict(zip(smk.params.tags, smk.input.scorers, strict=True))
-    prov = provenance(smk, params=dict(classifier_cfg(cfg)["evaluation"]))
-    out_dir = str(Path(smk.output.metrics).parent)  # scores: {out_dir}/lambda_{tag}/scores.parquet
-    plot_dir = str(Path(smk.output.roc).parent)
-    with tracked_run(cfg["mlflow"], "classifier", "evaluate_classifier", **prov) as tr:
-        metrics = evaluate_classifiers(dict(smk.params.skims), scorers, cfg, out_dir, plot_dir)
-        for tag, mt in metrics["lambdas"].items():
-            tr.log_metrics({f"lambda_{tag}.{k}": v for k, v in mt.items() if isinstance(v, (int, float))
-                            and np.isfinite(v)})
-        io.write_json(smk.output.metrics, metrics)
-        tr.log_artifact(smk.output.metrics)
-        tr.log_artifact(plot_dir, artifact_path="plots")

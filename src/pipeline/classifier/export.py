@@ -2,13 +2,13 @@
 
 Contract (the Coffea analysis relies on it exactly):
 
-``results/classifier/model.pt``
+``results/models/classifier/model.pt``
     A TorchScript module (``torch.jit.save``). ``forward`` takes a float32 tensor of shape (N, F)
     holding the RAW event columns, as :func:`pipeline.features.event_features` and the skim produce
     them (NaN for absent objects, e.g. a missing second jet), in the order of ``features`` in
     model.json, and returns float32 scores in [0, 1] of shape (N,). NaN handling and
     standardisation are inside the module; ``torch.jit.load`` alone is enough to use it.
-``results/classifier/model.json``
+``results/models/classifier/model.json``
     ``features`` (list of :data:`pipeline.features.EVENT_COLUMNS` names), ``lambda``,
     ``threshold_eff50`` (score cut keeping 50 % of the signal on the test split; ``score >
     threshold`` passes), ``auc``, ``r50``, ``inv_jsd``, ``inv_jsd_floor``, ``population``.
@@ -25,16 +25,16 @@ from typing import Any
 import numpy as np
 
 from pipeline import io
-from pipeline.classifier.data import classifier_cfg, feature_names
-from pipeline.classifier.naming import choose_check, lambda_tag
+from pipeline.classifier.data import feature_names
+from pipeline.classifier.naming import lambda_tag
 from pipeline.errors import InputFileError, MissingColumnError
 
 
-def export_model(scorers: Mapping[str, str], metrics_path: str, cfg: Mapping, out_model: str,
+def export_model(scorers: Mapping[str, str], metrics_path: str, ccfg: Mapping, out_model: str,
                  out_json: str) -> dict[str, Any]:
-    """Copy the scorer of ``classifier.chosen_lambda`` to ``out_model`` and write ``out_json``."""
-    ccfg = classifier_cfg(cfg)
-    tag = lambda_tag(choose_check(ccfg))
+    """Copy the scorer (``lambda tag -> file``) of ``chosen_lambda`` of the ``classifier`` config
+    block ``ccfg`` to ``out_model`` and write ``out_json``."""
+    tag = lambda_tag(ccfg["chosen_lambda"])
     metrics = json.loads(Path(metrics_path).read_text())["lambdas"]
     if tag not in metrics or tag not in scorers:
         raise InputFileError(f"{metrics_path}: no evaluation of the chosen lambda {tag}")
@@ -86,8 +86,3 @@ def load_scorer(path: str) -> LoadedScorer:
     module = torch.jit.load(str(path)).eval()
     return LoadedScorer(module, json.loads(meta_path.read_text()), str(path))
 
-
-def export_rule(smk) -> None:
-    """Body of the ``export_classifier`` rule (workflow/scripts/classifier_export.py)."""
-    scorers = dict(zip(smk.params.tags, smk.input.scorers, strict=True))
-    export_model(scorers, smk.input.metrics, smk.config, smk.output.model, smk.output.meta)

@@ -1,6 +1,6 @@
 """Training of one DisCo classifier (rule ``train_classifier``, one job per lambda).
 
-Inputs: the skims of every signal/background sample (:func:`.data.load_population`). The network
+Inputs: the skims of every signal/background sample and their roles (:func:`.data.load_population`). The network
 is trained on the train split, early-stopped on the validation loss (the weights of the best
 validation epoch are kept) and written as a TorchScript :class:`.model.Scorer`, so evaluation and
 the analysis load it with ``torch.jit.load`` alone.
@@ -12,14 +12,13 @@ import copy
 import logging
 import time
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from pipeline import io
-from pipeline.classifier.data import Dataset, classifier_cfg, classifier_samples, feature_names, load_population
+from pipeline.classifier.data import Dataset, feature_names, load_population
 from pipeline.classifier.disco import lambda_tag
 from pipeline.classifier.model import DiscoModule
 from pipeline.seeds import int_seed
@@ -59,22 +58,24 @@ def _callbacks(patience: int):
     return keep, [EarlyStopping(monitor="val_loss", patience=int(patience), mode="min"), keep, _EpochLog()]
 
 
-def train_classifier(skims: Mapping[str, str], lam: float, out_scorer: str, cfg: Mapping, tracked=None,
-                     progress: bool = False, work_dir: str | None = None) -> dict[str, Any]:
-    """Train the classifier of DisCo weight ``lam``; write the TorchScript scorer; return a summary."""
+def train_classifier(skims: Mapping[str, str], roles: Mapping[str, str], lam: float, out_scorer: str,
+                     ccfg: Mapping, seed: int, tracked=None, progress: bool = False,
+                     work_dir: str | None = None) -> dict[str, Any]:
+    """Train the classifier of DisCo weight ``lam`` on the skims (``sample -> path``, ``roles``:
+    ``sample -> signal/background``) with the ``classifier`` config block ``ccfg``; write the
+    TorchScript scorer; return a summary. ``tracked``: the MLflow run the Lightning metrics go to."""
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
     from pipeline.tracking import lightning_logger
 
-    ccfg = classifier_cfg(cfg)
     names = feature_names(ccfg)
     tag = lambda_tag(lam)
-    seed = int(cfg["seed"])
+    seed = int(seed)
     torch.set_num_threads(int(ccfg["threads"]))
     pl.seed_everything(int_seed(seed, "train_classifier", tag), workers=True, verbose=False)
     t0 = time.perf_counter()
-    data = load_population(skims, classifier_samples(cfg), ccfg)
+    data = load_population(skims, roles, ccfg)
     train, val = data["train"], data["val"]
     module = DiscoModule(len(names), list(ccfg["hidden"]), lam, float(ccfg["lr"]), float(ccfg["weight_decay"]),
                          float(ccfg["dropout"]))
@@ -114,23 +115,3 @@ def train_classifier(skims: Mapping[str, str], lam: float, out_scorer: str, cfg:
              summary["epochs_run"], keep.best, summary["train_time_s"])
     return summary
 
-
-def train_rule(smk) -> None:
-    """Body of the ``train_classifier`` rule (workflow/scripts/classifier_train.py)."""
-    from pipeline.runner import provenance
-    from pipeline.tracking import tracked_run
-
-    cfg = smk.config
-    lam = float(smk.params.lam)
-    ccfg = classifier_cfg(cfg)
-    prov = provenance(smk, params={**{k: v for k, v in ccfg.items() if k not in ("lambdas", "evaluation")},
-                                   "lambda": lam})
-    work = Path(smk.output.scorer).parent / ".lightning"
-    with tracked_run(cfg["mlflow"], "classifier", f"train_classifier-lambda_{lambda_tag(lam)}", **prov) as tr:
-        summary = train_classifier(dict(smk.params.skims), lam, smk.output.scorer, cfg, tracked=tr,
-                                   work_dir=str(work))
-        tr.log_metrics({"best_val_loss": summary["best_val_loss"], "best_epoch": summary["best_epoch"],
-                        "train_time_s": summary["train_time_s"]})
-        io.write_json(smk.output.summary, summary)
-        tr.log_artifact(smk.output.scorer, artifact_path="model")
-        tr.log_artifact(smk.output.summary, artifact_path="model")

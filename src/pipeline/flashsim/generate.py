@@ -36,7 +36,7 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import awkward as ak
@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from pipeline import io, nanoaod
+from pipeline.errors import InputFileError
 from pipeline.flashsim import preprocessing as pp
 from pipeline.flashsim.conditions import CONDITION_BUILDERS, needed_branches
 from pipeline.flashsim.model import FlashSimModel
@@ -195,38 +196,48 @@ def _runs_of(path: str) -> dict | None:
         return out or None
 
 
-def load_models(paths: Mapping[str, str]) -> dict[str, FlashSimModel]:
-    return {obj: FlashSimModel.load(p) for obj, p in paths.items()}
+def load_models(paths: Iterable[str | os.PathLike]) -> dict[str, FlashSimModel]:
+    """The checkpoints ``paths`` keyed by the object each one stores (``jets``, ``muons``), not by
+    their file names; one clear error if two hold the same object or one of them is missing."""
+    models: dict[str, FlashSimModel] = {}
+    where: dict[str, str] = {}
+    for p in paths:
+        model = FlashSimModel.load(p)
+        if model.obj in models:
+            raise InputFileError(f"{p}: a second FlashSim model of {model.obj} (the first is {where[model.obj]})")
+        models[model.obj], where[model.obj] = model, str(p)
+    missing = [obj for obj in _RECO if obj not in models]
+    if missing:
+        raise InputFileError(f"no FlashSim model of {', '.join(missing)} among {', '.join(map(str, where.values())) or 'no files'}")
+    return models
 
 
 def flash_generate(
     sample: str,
     inputs: Sequence[str],
     outputs: Sequence[str],
-    model_paths: Mapping[str, str],
-    cfg: Mapping,
+    model_paths: Iterable[str | os.PathLike],
+    fcfg: Mapping,
+    seed: int,
     progress: bool = True,
 ) -> dict[str, float]:
     """Flash-simulate every file of ``inputs`` into the file of the same position in ``outputs``.
 
-    Every input is checked for the Gen* branches before any work (one
-    :class:`~pipeline.errors.MissingBranchError` naming the missing ones). Returns counts and timing.
+    ``model_paths``: the checkpoints of train_flow, one per object (:func:`load_models`); ``fcfg``:
+    the ``flashsim`` config block; ``seed``: the master seed. Every input is checked for the Gen*
+    branches before any work (one :class:`~pipeline.errors.MissingBranchError` naming the missing
+    ones). Returns counts and timing.
     """
     from tqdm import tqdm
 
     if len(inputs) != len(outputs):
         raise ValueError(f"flash_generate {sample}: {len(inputs)} inputs but {len(outputs)} outputs")
-    fcfg = cfg["flashsim"]
     k = int(fcfg["oversampling_k"])
     batch = int(fcfg["batch_events"])
     torch.set_num_threads(fcfg["threads"])
     stage = f"flash_generate of sample '{sample}'"
     branches = needed_branches()
-    entries = {}
-    for path in inputs:  # check all inputs first
-        tree = io.open_tree(path)
-        io.check_branches(tree, branches, path, stage)
-        entries[path] = tree.num_entries
+    entries = io.check_inputs(inputs, branches, stage)  # all inputs first
     models = load_models(model_paths)
     stats = {"n_gen_events": 0.0, "n_flash_events": 0.0, "n_jets": 0.0, "n_muons": 0.0, "time_flash_s": 0.0}
     t0 = time.perf_counter()
@@ -235,8 +246,8 @@ def flash_generate(
         for fi, (path, out_path) in enumerate(zip(inputs, outputs)):
             parts = []
             for bi, (_, arrays) in enumerate(io.iterate_events([path], branches, step_size=batch, stage=stage)):
-                g = rng(cfg["seed"], "flash_generate", sample, fi, bi)
-                tg = torch.Generator().manual_seed(int_seed(cfg["seed"], "flash_generate", sample, fi, bi, "torch"))
+                g = rng(seed, "flash_generate", sample, fi, bi)
+                tg = torch.Generator().manual_seed(int_seed(seed, "flash_generate", sample, fi, bi, "torch"))
                 t1 = time.perf_counter()
                 parts.append(flash_events(arrays, models, k, g, tg, fcfg["acceptance_redraws"]))
                 stats["time_flash_s"] += time.perf_counter() - t1
@@ -266,10 +277,3 @@ def _empty_events() -> dict:
 
 def output_paths(out_dir: str | os.PathLike, n_files: int) -> list[str]:
     return [str(Path(out_dir) / f"chunk{i}.root") for i in range(n_files)]
-
-
-def generate_rule(smk) -> None:
-    """Body of the ``flash_generate`` rule (one input file -> one flash file)."""
-    models = {Path(p).stem: p for p in smk.input.models}
-    stats = flash_generate(smk.wildcards.sample, [smk.input.gen], [smk.output[0]], models, smk.config)
-    log.info("flash_generate %s chunk %s: %s", smk.wildcards.sample, smk.wildcards.chunk, stats)

@@ -1,10 +1,10 @@
 """Training of the FlashSim model of one object type (rule ``train_flow``).
 
-Inputs: the training table of the object and its fake table (:mod:`pipeline.skim`), and the
-sample files they came from (read for ``event`` and ``nGenJet`` only: the events without any fake
-are in no table, and the fake multiplicity needs them). Events of the validation split
-(:func:`pipeline.flashsim.conditions.is_holdout`) are dropped from all three before anything is
-fitted. Output: one file (:class:`pipeline.flashsim.model.FlashSimModel`).
+Inputs: the training table of the object, its fake table and its event table (one row per event
+read with its GenJet and fake multiplicities: the events without any fake are in no other table,
+and the fake multiplicity needs them), all written by :func:`pipeline.flashsim.tables.training_table`.
+Events of the validation split (:func:`pipeline.seeds.is_holdout`) are dropped from all three
+before anything is fitted. Output: one file (:class:`pipeline.flashsim.model.FlashSimModel`).
 """
 
 from __future__ import annotations
@@ -21,18 +21,10 @@ import torch
 from pipeline import io
 from pipeline.errors import ConfigError, EmptySelectionError
 from pipeline.flashsim import preprocessing as pp
-from pipeline.flashsim.conditions import is_holdout
 from pipeline.flashsim.model import FakeModule, FakeMultiplicity, FlashSimModel, ObjectModule
-from pipeline.seeds import int_seed, rng
+from pipeline.seeds import int_seed, is_holdout, rng
 
 log = logging.getLogger(__name__)
-
-
-def flashsim_cfg(cfg: Mapping) -> dict:
-    try:
-        return dict(cfg["flashsim"])
-    except KeyError:
-        raise ConfigError("flashsim: block missing from the config (see config/README.md)") from None
 
 
 def _epoch_logger():
@@ -138,36 +130,33 @@ def _categorical(obj: str, names) -> dict[int, int]:
     return out
 
 
-def _event_ids(sample_files: Mapping[str, list[str]]) -> pd.DataFrame:
-    """(sample, file_index, event, n_genjets) of every event of the training samples."""
-    parts = []
-    for sample, files in sample_files.items():
-        for fi, path in enumerate(files):
-            for _, arr in io.iterate_events([path], ["event", "nGenJet"], stage="train_flow (fake multiplicity)"):
-                parts.append(pd.DataFrame({"sample": sample, "file_index": fi,
-                                           "event": np.asarray(arr["event"], dtype=np.uint64),
-                                           "n_genjets": np.asarray(arr["nGenJet"], dtype=np.int64)}))
-    return pd.concat(parts, ignore_index=True)
-
-
 def train_object(
     obj: str,
     table_path: str,
     fakes_path: str,
-    sample_files: Mapping[str, list[str]],
+    events_path: str,
     out_model: str,
-    cfg: Mapping,
+    fcfg: Mapping,
+    seed: int,
+    acceptance: Mapping,
+    detector: Mapping,
     tracked=None,
     progress: bool = False,
     work_dir: str | None = None,
 ) -> dict[str, Any]:
-    """Train efficiency net + flow + fake model of ``obj`` and write ``out_model``; return metrics."""
+    """Train efficiency net + flow + fake model of ``obj`` and write ``out_model``; return metrics.
+
+    ``table_path``, ``fakes_path``, ``events_path``: the three tables of
+    :func:`pipeline.flashsim.tables.training_table`; ``fcfg``: the ``flashsim`` config block;
+    ``acceptance``: ``training_tables.<obj>`` and ``detector``: the ``detector`` block (both
+    stored in the model for generation); ``tracked``: an MLflow run for the per-epoch losses.
+    """
     import lightning.pytorch as pl
 
-    fcfg = flashsim_cfg(cfg)
+    fcfg = dict(fcfg)
     ocfg = fcfg[obj]
     holdout = float(fcfg["holdout_fraction"])
-    seed = int(cfg["seed"])
+    seed = int(seed)
     gen = rng(seed, "train_flow", obj)
     pl.seed_everything(int_seed(seed, "train_flow", obj), workers=True, verbose=False)
     torch.set_num_threads(fcfg["threads"])
@@ -218,15 +207,13 @@ def train_object(
     t_main = time.perf_counter() - t0
 
     # ---- fakes ----------------------------------------------------------------------------
-    fakes = io.read_parquet(fakes_path, [*pp.FAKE_CONDITION_COLUMNS, "sample", "file_index", "event",
-                                         *_fake_target_columns(obj)], what=f"train_flow {obj} fakes")
+    fakes = io.read_parquet(fakes_path, [*pp.FAKE_CONDITION_COLUMNS, "event", *_fake_target_columns(obj)],
+                            what=f"train_flow {obj} fakes")
     fakes = fakes[~is_holdout(fakes["event"].to_numpy(), holdout)].reset_index(drop=True)
-    events = _event_ids(sample_files)
+    events = io.read_parquet(events_path, ["event", "n_genjets", "n_fakes"], what=f"train_flow {obj} events")
     events = events[~is_holdout(events["event"].to_numpy(), holdout)]
-    per_event = fakes.groupby(["sample", "file_index", "event"]).size().rename("n_fakes").reset_index()
-    events = events.merge(per_event, on=["sample", "file_index", "event"], how="left")
-    n_fakes = events["n_fakes"].fillna(0).to_numpy().astype(np.int64)
-    multiplicity = FakeMultiplicity.fit(events["n_genjets"].to_numpy(), n_fakes)
+    n_fakes = events["n_fakes"].to_numpy().astype(np.int64)
+    multiplicity = FakeMultiplicity.fit(events["n_genjets"].to_numpy().astype(np.int64), n_fakes)
     fake_module, fake_pool, fake_range = None, None, None
     min_fakes = int(fcfg["fakes"]["min_rows"])
     if len(fakes) >= min_fakes:
@@ -257,9 +244,9 @@ def train_object(
         "conditions": list(pp.CONDITIONS[obj]),
         "fake_targets": list(pp.FAKE_TARGETS[obj]),
         "fake_conditions": list(pp.FAKE_CONDITIONS),
-        "acceptance": dict(cfg["training_tables"][obj]),
-        "btag_abs_eta_max": float(cfg["detector"]["btag"]["abs_eta_max"]),
-        "reco_pt_min_gev": float(cfg["detector"][obj]["pt_min_gev"]),
+        "acceptance": dict(acceptance),
+        "btag_abs_eta_max": float(detector["btag"]["abs_eta_max"]),
+        "reco_pt_min_gev": float(detector[obj]["pt_min_gev"]),
         "holdout_fraction": holdout,
         "seed": seed,
         "target_range": _column_range(x[reco]),
@@ -293,27 +280,3 @@ def _target_columns(obj: str) -> list[str]:
 
 def _fake_target_columns(obj: str) -> list[str]:
     return [c for c in _target_columns(obj) if c.startswith("reco_")]
-
-
-def train_rule(smk) -> None:
-    """Body of the ``train_flow`` rule (workflow/scripts/flashsim_train.py)."""
-    from pathlib import Path
-
-    from pipeline.runner import provenance
-    from pipeline.tracking import tracked_run
-
-    obj = smk.wildcards.object
-    cfg = smk.config
-    fcfg = flashsim_cfg(cfg)
-    hparams = {k: fcfg[k] for k in ("holdout_fraction", "val_fraction", "oversampling_k")}
-    hparams.update({"model": fcfg[obj], "fakes": fcfg["fakes"]})
-    prov = provenance(smk, params=hparams)
-    prov["inputs"] = {"table": smk.input.table, "fakes": smk.input.fakes}
-    work = Path(smk.output.model).parent / f".{obj}_lightning"
-    with tracked_run(cfg["mlflow"], "flashsim", f"train_flow-{obj}", **prov) as tr:
-        metrics = train_object(obj, smk.input.table, smk.input.fakes, dict(smk.params.files), smk.output.model, cfg,
-                               tracked=tr, progress=False, work_dir=str(work))
-        tr.log_metrics({f"final_{k}": v for k, v in metrics.items()})
-        tr.log_artifact(smk.output.model, artifact_path="model")
-        io.write_json(smk.output.metrics, metrics)
-        tr.log_artifact(smk.output.metrics, artifact_path="model")

@@ -1,6 +1,6 @@
 """``validate_flashsim``: flash against full simulation on held-out events from the same gen inputs.
 
-Only events of the validation split (:func:`pipeline.flashsim.conditions.is_holdout`), which no
+Only events of the validation split (:func:`pipeline.seeds.is_holdout`), which no
 model was trained on, are compared. Both sides are read from NanoAOD files (the full-simulation
 sample and its flash copy, which shares ``event``), as an analysis would read them. A flash object
 carries weight 1/k (k = oversampling), a full one weight 1.
@@ -33,8 +33,7 @@ import numpy as np
 
 from pipeline import io, nanoaod
 from pipeline.errors import ConfigError, EmptySelectionError
-from pipeline.flashsim.conditions import is_holdout
-from pipeline.seeds import rng
+from pipeline.seeds import is_holdout, rng
 
 log = logging.getLogger(__name__)
 
@@ -167,23 +166,24 @@ def _plot_correlations(obj, full, flash, out, pdf):
 
     from pipeline import plotting
 
-    names = VARIABLES[obj]
-    ca = np.nan_to_num(np.corrcoef(np.vstack([full[v] for v in names])))
-    cb = np.nan_to_num(np.corrcoef(np.vstack([flash[v] for v in names])))
-    fig, axes = plt.subplots(1, 3, figsize=(27, 9))
-    for ax, m, title, cmap, lim in zip(axes, (ca, cb, cb - ca), ("Full sim.", "FlashSim", "Flash - Full"),
-                                       ("RdBu_r", "RdBu_r", "PiYG"), (1.0, 1.0, 0.2), strict=True):
-        im = ax.imshow(m, vmin=-lim, vmax=lim, cmap=cmap)
-        ax.set_xticks(range(len(names)), names, rotation=90, fontsize="x-small")
-        ax.set_yticks(range(len(names)), names, fontsize="x-small")
-        ax.set_title(title)
-        for i in range(len(names)):
-            for j in range(len(names)):
-                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
-        fig.colorbar(im, ax=ax, fraction=0.046)
-    fig.tight_layout()
-    plotting.save(fig, Path(out) / f"{obj}_correlations.png", pdf=pdf)
-    return float(np.abs(cb - ca).max())
+    with plotting.style():
+        names = VARIABLES[obj]
+        ca = np.nan_to_num(np.corrcoef(np.vstack([full[v] for v in names])))
+        cb = np.nan_to_num(np.corrcoef(np.vstack([flash[v] for v in names])))
+        fig, axes = plt.subplots(1, 3, figsize=(27, 9))
+        for ax, m, title, cmap, lim in zip(axes, (ca, cb, cb - ca), ("Full sim.", "FlashSim", "Flash - Full"),
+                                           ("RdBu_r", "RdBu_r", "PiYG"), (1.0, 1.0, 0.2), strict=True):
+            im = ax.imshow(m, vmin=-lim, vmax=lim, cmap=cmap)
+            ax.set_xticks(range(len(names)), names, rotation=90, fontsize="x-small")
+            ax.set_yticks(range(len(names)), names, fontsize="x-small")
+            ax.set_title(title)
+            for i in range(len(names)):
+                for j in range(len(names)):
+                    ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=7)
+            fig.colorbar(im, ax=ax, fraction=0.046)
+        fig.tight_layout()
+        plotting.save(fig, Path(out) / f"{obj}_correlations.png", pdf=pdf)
+        return float(np.abs(cb - ca).max())
 
 
 def _plot_contours(obj, full, flash, out, pdf):
@@ -191,44 +191,46 @@ def _plot_contours(obj, full, flash, out, pdf):
 
     from pipeline import plotting
 
-    # axis transforms: log10 for pT / mass / isolation, logit for scores in (0, 1), asinh for impact parameters
-    pairs = {"jet": [("pt", "mass", "log10", "log10"), ("btagDeepFlavB", "qgl", "logit", "logit")],
-             "muon": [("pt", "pfRelIso04_all", "log10", "log10"), ("dxy", "dz", "asinh", "asinh")]}[obj]
-    for xv, yv, logx, logy in pairs:
-        sel_a = np.ones(len(full[xv]), bool)
-        sel_b = np.ones(len(flash[xv]), bool)
-        if xv == "btagDeepFlavB":
-            sel_a, sel_b = full[xv] >= 0, flash[xv] >= 0
-        def tr(v, how):
-            if how == "log10":
-                return np.log10(np.clip(v, 1e-3, None))
-            if how == "logit":
-                p = np.clip(v, 1e-5, 1 - 1e-5)
-                return np.log(p / (1 - p))
-            return np.arcsinh(v / 1e-3)  # asinh(x / 10 um)
-        xa, ya = tr(full[xv][sel_a], logx), tr(full[yv][sel_a], logy)
-        xb, yb = tr(flash[xv][sel_b], logx), tr(flash[yv][sel_b], logy)
-        if len(xa) < 10 or len(xb) < 10:
-            continue
-        xe = np.linspace(*np.quantile(xa, [0.005, 0.995]), 31)
-        ye = np.linspace(*np.quantile(ya, [0.005, 0.995]), 31)
-        fig, ax = plotting.figure()
-        for x, y, w, color, label in ((xa, ya, full["weight"][sel_a], "C0", "Full sim."),
-                                      (xb, yb, flash["weight"][sel_b], "C1", "FlashSim")):
-            h, _, _ = np.histogram2d(x, y, bins=[xe, ye], weights=w, density=True)
-            levels = np.quantile(h[h > 0], [0.5, 0.8, 0.95]) if (h > 0).sum() > 3 else None
-            cs = ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h.T, levels=levels, colors=color)
-            cs.collections[0].set_label(label) if hasattr(cs, "collections") else None
-            ax.plot([], [], color=color, label=label)
-        names = {"log10": "log10 {}", "logit": "logit {}", "asinh": "asinh({} / 10 um)"}
-        ax.set_xlabel(names[logx].format(f"{OBJECTS[obj][0]} {LABELS[xv]}"))
-        ax.set_ylabel(names[logy].format(f"{OBJECTS[obj][0]} {LABELS[yv]}"))
-        ax.legend()
-        plotting.save(fig, Path(out) / f"{obj}_contour_{xv}_{yv}.png", pdf=pdf)
+    with plotting.style():
+        # axis transforms: log10 for pT / mass / isolation, logit for scores in (0, 1), asinh for impact parameters
+        pairs = {"jet": [("pt", "mass", "log10", "log10"), ("btagDeepFlavB", "qgl", "logit", "logit")],
+                 "muon": [("pt", "pfRelIso04_all", "log10", "log10"), ("dxy", "dz", "asinh", "asinh")]}[obj]
+        for xv, yv, logx, logy in pairs:
+            sel_a = np.ones(len(full[xv]), bool)
+            sel_b = np.ones(len(flash[xv]), bool)
+            if xv == "btagDeepFlavB":
+                sel_a, sel_b = full[xv] >= 0, flash[xv] >= 0
+            def tr(v, how):
+                if how == "log10":
+                    return np.log10(np.clip(v, 1e-3, None))
+                if how == "logit":
+                    p = np.clip(v, 1e-5, 1 - 1e-5)
+                    return np.log(p / (1 - p))
+                return np.arcsinh(v / 1e-3)  # asinh(x / 10 um)
+            xa, ya = tr(full[xv][sel_a], logx), tr(full[yv][sel_a], logy)
+            xb, yb = tr(flash[xv][sel_b], logx), tr(flash[yv][sel_b], logy)
+            if len(xa) < 10 or len(xb) < 10:
+                continue
+            xe = np.linspace(*np.quantile(xa, [0.005, 0.995]), 31)
+            ye = np.linspace(*np.quantile(ya, [0.005, 0.995]), 31)
+            fig, ax = plotting.figure()
+            for x, y, w, color, label in ((xa, ya, full["weight"][sel_a], "C0", "Full sim."),
+                                          (xb, yb, flash["weight"][sel_b], "C1", "FlashSim")):
+                h, _, _ = np.histogram2d(x, y, bins=[xe, ye], weights=w, density=True)
+                levels = np.quantile(h[h > 0], [0.5, 0.8, 0.95]) if (h > 0).sum() > 3 else None
+                cs = ax.contour(0.5 * (xe[1:] + xe[:-1]), 0.5 * (ye[1:] + ye[:-1]), h.T, levels=levels, colors=color)
+                cs.collections[0].set_label(label) if hasattr(cs, "collections") else None
+                ax.plot([], [], color=color, label=label)
+            names = {"log10": "log10 {}", "logit": "logit {}", "asinh": "asinh({} / 10 um)"}
+            ax.set_xlabel(names[logx].format(f"{OBJECTS[obj][0]} {LABELS[xv]}"))
+            ax.set_ylabel(names[logy].format(f"{OBJECTS[obj][0]} {LABELS[yv]}"))
+            ax.legend()
+            plotting.save(fig, Path(out) / f"{obj}_contour_{xv}_{yv}.png", pdf=pdf)
 
 
 def _plot_response(obj, full, flash, out, pdf):
     from pipeline import plotting
+    from pipeline.stats import profile
 
     ma, mb = np.isfinite(full["gen_pt"]), np.isfinite(flash["gen_pt"])
     ra, rb = full["pt"][ma] / full["gen_pt"][ma], flash["pt"][mb] / flash["gen_pt"][mb]
@@ -237,8 +239,8 @@ def _plot_response(obj, full, flash, out, pdf):
     summary = {}
     for xname, xa, xb, bins, logx in (("gen_pt", full["gen_pt"][ma], flash["gen_pt"][mb], pt_bins, True),
                                       ("gen_eta", full["gen_eta"][ma], flash["gen_eta"][mb], eta_bins, False)):
-        pa = plotting.profile(xa, ra, bins)
-        pb = plotting.profile(xb, rb, bins)
+        pa = profile(xa, ra, bins)
+        pb = profile(xb, rb, bins)
         for what in ("response", "resolution"):
             plotting.plot_profiles([pa, pb], ["Full sim.", "FlashSim"], what=what,
                                    xlabel=f"Gen {OBJECTS[obj][0].lower()} " + ("$p_T$ [GeV]" if xname == "gen_pt" else r"$\eta$"),
@@ -253,35 +255,39 @@ def _plot_response(obj, full, flash, out, pdf):
 def _plot_btag_roc(full, flash, out, pdf):
     from pipeline import plotting
 
-    fig, ax = plotting.figure()
-    aucs = {}
-    for sig, name, ls in ((5, "b", "-"), (4, "c", "--")):
-        for d, label, color in ((full, "Full sim.", "C0"), (flash, "FlashSim", "C1")):
-            tr = d["btagDeepFlavB"] >= 0
-            s = d["btagDeepFlavB"][tr & (d["hadronFlavour"] == sig)]
-            b = d["btagDeepFlavB"][tr & (d["hadronFlavour"] == 0)]
-            if len(s) < 5 or len(b) < 5:
-                continue
-            thr = np.unique(np.quantile(np.r_[s, b], np.linspace(0, 1, 201)))
-            eff_s = np.array([(s > t).mean() for t in thr])
-            eff_b = np.array([(b > t).mean() for t in thr])
-            ax.plot(eff_s, np.clip(eff_b, 1e-4, None), ls, color=color, label=f"{label}, {name} vs light")
-            aucs[f"btag_auc_{name}_vs_light_{'full' if d is full else 'flash'}"] = float(
-                -np.trapezoid(1 - eff_b, eff_s) if hasattr(np, "trapezoid") else -np.trapz(1 - eff_b, eff_s))
-    ax.set_yscale("log")
-    ax.set_xlabel("Signal-flavour efficiency")
-    ax.set_ylabel("Light-flavour mistag rate")
-    ax.legend(fontsize="small")
-    plotting.save(fig, Path(out) / "jet_btag_roc.png", pdf=pdf)
-    return aucs
+    with plotting.style():
+        fig, ax = plotting.figure()
+        aucs = {}
+        for sig, name, ls in ((5, "b", "-"), (4, "c", "--")):
+            for d, label, color in ((full, "Full sim.", "C0"), (flash, "FlashSim", "C1")):
+                tr = d["btagDeepFlavB"] >= 0
+                s = d["btagDeepFlavB"][tr & (d["hadronFlavour"] == sig)]
+                b = d["btagDeepFlavB"][tr & (d["hadronFlavour"] == 0)]
+                if len(s) < 5 or len(b) < 5:
+                    continue
+                thr = np.unique(np.quantile(np.r_[s, b], np.linspace(0, 1, 201)))
+                eff_s = np.array([(s > t).mean() for t in thr])
+                eff_b = np.array([(b > t).mean() for t in thr])
+                ax.plot(eff_s, np.clip(eff_b, 1e-4, None), ls, color=color, label=f"{label}, {name} vs light")
+                aucs[f"btag_auc_{name}_vs_light_{'full' if d is full else 'flash'}"] = float(
+                    -np.trapezoid(1 - eff_b, eff_s) if hasattr(np, "trapezoid") else -np.trapz(1 - eff_b, eff_s))
+        ax.set_yscale("log")
+        ax.set_xlabel("Signal-flavour efficiency")
+        ax.set_ylabel("Light-flavour mistag rate")
+        ax.legend(fontsize="small")
+        plotting.save(fig, Path(out) / "jet_btag_roc.png", pdf=pdf)
+        return aucs
 
 
 # --------------------------------------------------------------------------------------------
 def validate_flashsim(full_files: Mapping[str, Sequence[str]], flash_files: Mapping[str, Sequence[str]],
-                      out_metrics: str, cfg: Mapping, tracked=None) -> dict:
+                      out_metrics: str, fcfg: Mapping, seed: int, pdf: bool = False, tracked=None) -> dict:
     """Compare flash and full simulation on the held-out events; write ``out_metrics`` and plots
-    next to it; log the figures and plots to ``tracked`` (an MLflow run) if given."""
-    fcfg = cfg["flashsim"]
+    next to it; log the figures and plots to ``tracked`` (an MLflow run) if given.
+
+    ``full_files`` / ``flash_files``: per sample (``flashsim.validation.samples``) its full-sim and
+    flash files; ``fcfg``: the ``flashsim`` config block; ``seed``: the master seed; ``pdf``: also
+    write a PDF of every plot (``plots.samples.pdf``)."""
     vcfg = fcfg["validation"]
     for s in full_files:
         if s not in flash_files:
@@ -290,9 +296,9 @@ def validate_flashsim(full_files: Mapping[str, Sequence[str]], flash_files: Mapp
     out.mkdir(parents=True, exist_ok=True)
     k = int(fcfg["oversampling_k"])
     holdout = float(fcfg["holdout_fraction"])
-    pdf = bool(cfg.get("plots", {}).get("samples", {}).get("pdf", False))
+    pdf = bool(pdf)
     metrics: dict = {"holdout_fraction": holdout, "oversampling_k": k, "samples": list(full_files)}
-    g = rng(cfg["seed"], "validate_flashsim")
+    g = rng(seed, "validate_flashsim")
     for obj in OBJECTS:
         full_parts = [_read(list(full_files[s]), obj, holdout, 1.0) for s in full_files]
         flash_parts = [_read(list(flash_files[s]), obj, holdout, 1.0 / k) for s in full_files]
@@ -340,16 +346,3 @@ def _finite(obj):
     if isinstance(obj, float) and not np.isfinite(obj):
         return None
     return obj
-
-
-def validate_rule(smk) -> None:
-    """Body of the ``validate_flashsim`` rule."""
-    from pipeline.runner import provenance
-    from pipeline.tracking import tracked_run
-
-    prov = provenance(smk, params={"validation": smk.config["flashsim"]["validation"],
-                                   "holdout_fraction": smk.config["flashsim"]["holdout_fraction"],
-                                   "oversampling_k": smk.config["flashsim"]["oversampling_k"]})
-    prov["inputs"] = {"models": list(smk.input.models)}
-    with tracked_run(smk.config["mlflow"], "flashsim", "validate_flashsim", **prov) as tr:
-        validate_flashsim(dict(smk.params.full), dict(smk.params.flash), smk.output.metrics, smk.config, tracked=tr)

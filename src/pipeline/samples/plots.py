@@ -46,7 +46,7 @@ import awkward as ak
 import hist
 import numpy as np
 
-from pipeline import plotting
+from pipeline import plotting, stats
 from pipeline.errors import ConfigError
 from pipeline.io import iterate_events, open_tree, write_json
 from pipeline.nanoaod import STATUS_FLAG_BITS
@@ -226,14 +226,14 @@ class SamplePlotAccumulator:
         h["iso"].fill(origin=origin, iso=iso)
 
 
-def _profiles_by_region(h2: hist.Hist, regions: Sequence[str], min_entries: int) -> dict[str, plotting.Profile]:
-    return {r: plotting.profile_from_hist(h2[{"region": r}], min_entries=min_entries) for r in regions}
+def _profiles_by_region(h2: hist.Hist, regions: Sequence[str], min_entries: int) -> dict[str, stats.Profile]:
+    return {r: stats.profile_from_hist(h2[{"region": r}], min_entries=min_entries) for r in regions}
 
 
-def _efficiency(h: hist.Hist) -> plotting.Efficiency:
+def _efficiency(h: hist.Hist) -> stats.Efficiency:
     passed = h[{"matched": True}]
     total = h[{"matched": sum}]
-    return plotting.efficiency(passed, total)
+    return stats.efficiency(passed, total)
 
 
 def sample_plots(files: list[str], out_dir: str, sample: str, plots_cfg: Mapping[str, Any],
@@ -272,8 +272,8 @@ def _draw(acc: SamplePlotAccumulator, out: Path, sample: str, files: list[str]) 
     # ---- response and resolution --------------------------------------------------------
     jr = _profiles_by_region(h["jet_resp_pt"], list(acc.jet_regions), min_n)
     mr = _profiles_by_region(h["mu_resp_pt"], list(acc.muon_regions), min_n)
-    je = plotting.profile_from_hist(h["jet_resp_eta"], min_entries=min_n)
-    me = plotting.profile_from_hist(h["mu_resp_eta"], min_entries=min_n)
+    je = stats.profile_from_hist(h["jet_resp_eta"], min_entries=min_n)
+    me = stats.profile_from_hist(h["mu_resp_eta"], min_entries=min_n)
     jlab, mlab = region_labels(acc.jet_regions), region_labels(acc.muon_regions)
     jpt_cut = rf"{title}, gen $p_T > {o['eta_profile_min_jet_pt_gev']:g}$ GeV"
     mpt_cut = rf"{title}, gen $p_T > {o['eta_profile_min_muon_pt_gev']:g}$ GeV"

@@ -66,25 +66,33 @@ def runs_record(gen, run: int, xsec_override: float | None = None) -> dict:
 
 
 def produce_chunk(
-    sample: str, chunk: int, cfg: Mapping, out_path: str, progress: bool = True
+    sample: str,
+    chunk: int,
+    sample_cfg: Mapping,
+    generation_cfg: Mapping,
+    detector_cfg: Mapping,
+    seed: int,
+    out_path: str,
+    progress: bool = True,
 ) -> dict[str, float]:
     """Generate, simulate and write chunk ``chunk`` of built-in sample ``sample``.
 
+    ``sample_cfg`` is config ``samples.<sample>``, ``generation_cfg`` the block ``generation``,
+    ``detector_cfg`` the block ``detector`` and ``seed`` the master seed.
     Returns timing and content figures (logged to MLflow by the caller).
     """
     from pipeline.samples.detsim import simulate
     from pipeline.samples.generator import generate
 
-    sample_cfg = cfg["samples"][sample]
-    process = cfg["generation"]["processes"][sample_cfg["process"]]
+    process = generation_cfg["processes"][sample_cfg["process"]]
     n = chunk_events(sample_cfg, chunk)
-    pythia_seed = int_seed(cfg["seed"], "generate", sample, chunk)
+    pythia_seed = int_seed(seed, "generate", sample, chunk)
     log.info("%s chunk %d: %d events of %s, Pythia seed %d", sample, chunk, n, sample_cfg["process"], pythia_seed)
 
     t0 = time.perf_counter()
-    gen = generate(process["settings"], n, pythia_seed, cfg["generation"], progress=progress)
+    gen = generate(process["settings"], n, pythia_seed, generation_cfg, progress=progress)
     t1 = time.perf_counter()
-    reco = simulate(gen, cfg["detector"], rng(cfg["seed"], "detsim", sample, chunk), progress=progress)
+    reco = simulate(gen, detector_cfg, rng(seed, "detsim", sample, chunk), progress=progress)
     t2 = time.perf_counter()
 
     run = 1
@@ -94,7 +102,7 @@ def produce_chunk(
         events,
         collections=list(nanoaod.COLLECTIONS),
         runs=runs_record(gen, run, sample_cfg.get("xsec_pb")),
-        chunk_size=cfg["generation"]["write_chunk_events"],
+        chunk_size=generation_cfg["write_chunk_events"],
     )
     t3 = time.perf_counter()
     stats = {

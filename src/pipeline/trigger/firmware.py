@@ -39,8 +39,7 @@ from pipeline.errors import ConfigError
 from pipeline.trigger import inputs as tin
 from pipeline.trigger import rtl
 from pipeline.trigger.fixed import LayerTypes, dense_forward, layer_types
-from pipeline.trigger.model import (dense_layers, efficiency_at_background, float_scores, load_model, trigger_cfg,
-                                    weighted_auc)
+from pipeline.trigger.model import dense_layers, efficiency_at_background, float_scores, load_model, weighted_auc
 
 log = logging.getLogger(__name__)
 
@@ -169,21 +168,19 @@ def _test_set(inputs_path: str, tcfg: Mapping, max_vectors: int | None):
 
 
 def choose_width(scan: list[dict], hcfg: Mapping) -> int:
-    if hcfg.get("chosen_width") is not None:
-        w = int(hcfg["chosen_width"])
-        if w not in [s["width"] for s in scan]:
-            raise ConfigError(f"trigger.hls.chosen_width {w} is not in trigger.hls.widths")
-        return w
+    # validate_config checked that a chosen width is one of hls.widths (the widths of the scan)
+    if hcfg["chosen_width"] is not None:
+        return int(hcfg["chosen_width"])
     ok = [s["width"] for s in scan if abs(s["auc_fixed"] - s["auc_float"]) <= float(hcfg["auc_tolerance"])]
     return min(ok) if ok else max(s["width"] for s in scan)
 
 
-def build_firmware(model_name: str, model_path: str, inputs_path: str, out_dir: str, cfg: Mapping,
-                   tracked=None, work_dir: str | None = None, plots: bool = True) -> dict:
+def build_firmware(model_name: str, model_path: str, inputs_path: str, out_dir: str, tcfg: Mapping,
+                   plots_cfg: Mapping, tracked=None, work_dir: str | None = None, plots: bool = True) -> dict:
     """The whole firmware step of one model; writes into ``out_dir``: ``hls4ml_prj/`` (the HLS project
     at the chosen width, ready for the vendor tool), ``rtl/trigger_nn.v``, ``scan.json``, plots and
-    ``metrics.json``. Returns the metrics."""
-    tcfg = trigger_cfg(cfg)
+    ``metrics.json``. Returns the metrics. ``tcfg`` is the config block ``trigger``, ``plots_cfg``
+    the block ``plots`` (its ``label``)."""
     hcfg, rcfg = tcfg["hls"], tcfg["rtl"]
     torch.set_num_threads(int(tcfg["threads"]))
     net, ckpt = load_model(model_path)
@@ -300,7 +297,7 @@ def build_firmware(model_name: str, model_path: str, inputs_path: str, out_dir: 
         io.write_json(out / "scan.json", scan)
         if plots:
             plot_scan(scan, auc_float, eff_float["signal_efficiency"], target, chosen, out / "precision_scan.png",
-                      cfg.get("plots", {}))
+                      plots_cfg)
         io.write_json(out / "metrics.json", metrics)
         if tracked is not None:
             tracked.log_metrics({k: float(metrics[k]) for k in (
@@ -329,21 +326,22 @@ def plot_scan(scan: list[dict], auc_float: float, eff_float: float, target: floa
 
     from pipeline import plotting
 
-    widths = [s["width"] for s in scan]
-    fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 10), sharex=True, gridspec_kw={"hspace": 0.08})
-    plotting.experiment_label(ax1, plots_cfg.get("label"))
-    ax1.plot(widths, [s["auc_fixed"] for s in scan], "o-", label="C-simulation (ap_fixed)")
-    ax1.axhline(auc_float, color="k", ls="--", label="float model")
-    ax1.axvline(chosen, color="0.6", ls=":", label=f"chosen W = {chosen}")
-    ax1.set_ylabel("ROC AUC")
-    ax1.legend()
-    ax2.plot(widths, [s["signal_efficiency_fixed"] for s in scan], "o-", label="C-simulation (ap_fixed)")
-    ax2.axhline(eff_float, color="k", ls="--", label="float model")
-    ax2.axvline(chosen, color="0.6", ls=":")
-    ax2.set_ylabel(rf"$\varepsilon_S$ at $\varepsilon_B$ = {target:g}")
-    ax2.set_xlabel("total bits W of ap_fixed<W, I>")
-    ax2.legend()
-    return plotting.save(fig, path)
+    with plotting.style():
+        widths = [s["width"] for s in scan]
+        fig, (ax1, ax2) = plt.subplots(2, 1, figsize=(10, 10), sharex=True, gridspec_kw={"hspace": 0.08})
+        plotting.experiment_label(ax1, plots_cfg.get("label"))
+        ax1.plot(widths, [s["auc_fixed"] for s in scan], "o-", label="C-simulation (ap_fixed)")
+        ax1.axhline(auc_float, color="k", ls="--", label="float model")
+        ax1.axvline(chosen, color="0.6", ls=":", label=f"chosen W = {chosen}")
+        ax1.set_ylabel("ROC AUC")
+        ax1.legend()
+        ax2.plot(widths, [s["signal_efficiency_fixed"] for s in scan], "o-", label="C-simulation (ap_fixed)")
+        ax2.axhline(eff_float, color="k", ls="--", label="float model")
+        ax2.axvline(chosen, color="0.6", ls=":")
+        ax2.set_ylabel(rf"$\varepsilon_S$ at $\varepsilon_B$ = {target:g}")
+        ax2.set_xlabel("total bits W of ap_fixed<W, I>")
+        ax2.legend()
+        return plotting.save(fig, path)
 
 
 # --------------------------------------------------------------------------------------------
@@ -357,9 +355,9 @@ def vendor_tool() -> str | None:
 
 
 def synthesize(model_name: str, model_path: str, metrics_path: str, project_dir: str, out_json: str,
-               cfg: Mapping) -> dict:
+               tcfg: Mapping) -> dict:
     """``hls_model.build()`` (C synthesis + export) when Vitis/Vivado HLS is on PATH; otherwise a
-    status JSON and one log line saying what was skipped and why."""
+    status JSON and one log line saying what was skipped and why. ``tcfg`` is the config block ``trigger``."""
     tool = vendor_tool()
     if tool is None:
         status = {"model": model_name, "status": "skipped",
@@ -371,7 +369,6 @@ def synthesize(model_name: str, model_path: str, metrics_path: str, project_dir:
         return status
     import json
 
-    tcfg = trigger_cfg(cfg)
     hcfg = tcfg["hls"]
     chosen = int(json.loads(Path(metrics_path).read_text())["chosen_width"])
     net, _ = load_model(model_path)

@@ -9,7 +9,7 @@ power of two, so the hardware input is the count itself with a binary point: no 
 Weights: ``genWeight * weight_per_genWeight`` of the sample's skim cutflow
 (:func:`pipeline.skim.skim_sample` normalises to the luminosity over all events; the trigger
 reuses that normalisation rather than recomputing it). The test split is
-:func:`pipeline.flashsim.conditions.is_holdout` of the event number (``trigger.test_fraction``).
+:func:`pipeline.seeds.is_holdout` of the event number (``trigger.test_fraction``).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import numpy as np
 
 from pipeline import io, nanoaod
 from pipeline.errors import ConfigError, EmptySelectionError, InputFileError, MissingColumnError
-from pipeline.flashsim.conditions import is_holdout
+from pipeline.seeds import is_holdout
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ def build_inputs(
     names = feature_names(tcfg)
     roles = {}
     for s in sample_files:
-        role = samples_cfg.get(s, {}).get("role")
+        role = samples_cfg[s]["role"]
         if role not in ("signal", "background"):
             raise ConfigError(f"samples.{s}.role is {role!r}; the trigger needs 'signal' or 'background'")
         roles[s] = role

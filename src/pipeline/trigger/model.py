@@ -25,15 +25,8 @@ from pipeline.trigger import inputs as tin
 log = logging.getLogger(__name__)
 
 
-def trigger_cfg(cfg: Mapping) -> dict:
-    try:
-        return dict(cfg["trigger"])
-    except KeyError:
-        raise ConfigError("trigger: block missing from the config (see config/README.md)") from None
-
-
 def model_cfg(tcfg: Mapping, name: str) -> dict:
-    models = tcfg.get("models", {})
+    models = tcfg["models"]
     if name not in models:
         raise ConfigError(f"trigger.models has no model '{name}' (configured: {sorted(models)})")
     return dict(models[name])
@@ -100,15 +93,16 @@ def class_balanced_weights(weight: np.ndarray, is_signal: np.ndarray) -> np.ndar
     return out
 
 
-def train_model(name: str, inputs_path: str, out_model: str, cfg: Mapping, tracked=None,
+def train_model(name: str, inputs_path: str, out_model: str, tcfg: Mapping, seed: int, tracked=None,
                 progress: bool = False, work_dir: str | None = None) -> dict:
-    """Train model ``name`` of ``trigger.models`` on the training split; write the checkpoint."""
+    """Train model ``name`` of ``trigger.models`` on the training split; write the checkpoint.
+
+    ``tcfg`` is the config block ``trigger``; ``seed`` the master seed of the config."""
     import lightning.pytorch as pl
     from torch.utils.data import DataLoader, TensorDataset
 
-    tcfg = trigger_cfg(cfg)
     mcfg = model_cfg(tcfg, name)
-    seed = int(cfg["seed"])
+    seed = int(seed)
     torch.set_num_threads(int(tcfg["threads"]))
     pl.seed_everything(int_seed(seed, "train_trigger", name), workers=True, verbose=False)
     torch.use_deterministic_algorithms(True)

@@ -1,14 +1,24 @@
-"""The glue between a Snakemake ``script:`` and the library.
+"""The glue between a Snakemake ``script:`` and the library: the only module that knows Snakemake.
 
-A script in ``workflow/scripts`` is three lines::
+Only ``workflow/scripts/*.py`` import it (an import-linter contract in ``pyproject.toml`` forbids
+every library module from doing so). A script is named after its rule, unpacks the ``snakemake``
+object and calls library entry points that take file paths and their own config block::
 
-    from pipeline.runner import run
+    from pipeline.glue import run
     from pipeline.skim import skim_sample
-    run(snakemake, lambda smk: skim_sample(...))
+
+
+    def main(smk):
+        skim_sample(list(smk.input), smk.output.skim, ...)
+
+
+    run(snakemake, main)
 
 :func:`run` sends Python logging, stdout and stderr (progress bars included) to the rule's
 ``log:`` file, and turns a :class:`~pipeline.errors.PipelineError` into one clear line and a
-non-zero exit instead of a traceback.
+non-zero exit instead of a traceback. :func:`tracked` opens the rule's MLflow run with the
+provenance tags of the job (:func:`provenance`) and the one run-name style of the project,
+``{rule}/{wildcard values}`` (:func:`run_name`).
 """
 
 from __future__ import annotations
@@ -25,8 +35,9 @@ from pipeline.errors import PipelineError
 log = logging.getLogger("pipeline")
 
 
-def setup_logging(log_path: str | None = None, level: int = logging.INFO) -> None:
-    """Log to ``log_path`` (and stderr) with timestamps."""
+def setup_logging(level: int = logging.INFO) -> None:
+    """Python logging with timestamps to ``sys.stderr`` (which :func:`run` points at the rule's
+    ``log:`` file)."""
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
     for h in handlers:
@@ -92,6 +103,13 @@ def run(snakemake: Any, body: Callable[[Any], object]) -> None:
         sys.exit(1)
 
 
+def run_name(snakemake: Any) -> str:
+    """The MLflow run name of a job: ``{rule}`` or ``{rule}/{value}/{value}`` (wildcard values in
+    the order the rule declares them), e.g. ``train_flow/jets``, ``generate_sample/dy_mumu/0``."""
+    values = [str(v) for v in dict(snakemake.wildcards.items()).values()]
+    return "/".join([str(getattr(snakemake, "rule", "?")), *values])
+
+
 def provenance(snakemake: Any, seed: int | None = None, params: dict | None = None) -> dict:
     """Keyword arguments of :func:`pipeline.tracking.tracked_run` taken from a Snakemake job:
     the full config, the rule, its wildcards, its named (or numbered) inputs and the seed."""
@@ -109,3 +127,14 @@ def provenance(snakemake: Any, seed: int | None = None, params: dict | None = No
         "seed": seed if seed is not None else snakemake.config.get("seed"),
         "params": params,
     }
+
+
+@contextlib.contextmanager
+def tracked(snakemake: Any, experiment: str, params: dict | None = None, seed: int | None = None):
+    """The job's MLflow run in the capability's ``experiment``: named :func:`run_name`, tagged
+    with :func:`provenance`; yields the :class:`pipeline.tracking.TrackedRun`."""
+    from pipeline.tracking import tracked_run
+
+    with tracked_run(snakemake.config["mlflow"], experiment, run_name(snakemake),
+                     **provenance(snakemake, seed=seed, params=params)) as tr:
+        yield tr

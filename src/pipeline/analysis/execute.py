@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from pipeline import io, seeds, skim
+from pipeline.normalisation import sample_normalisation
 from pipeline.analysis import processor as proc
 from pipeline.errors import ConfigError, EmptySelectionError, InputFileError
 
@@ -48,7 +49,7 @@ def check_inputs(files: Sequence[str], skim_cfg: Mapping, stage: str) -> int:
 def _executor(analysis_cfg: Mapping, client, progress: bool):
     from coffea import processor
 
-    scheduler = analysis_cfg.get("dask_scheduler")
+    scheduler = analysis_cfg["dask_scheduler"]
     if client is None and scheduler:
         from distributed import Client
 
@@ -61,22 +62,22 @@ def _executor(analysis_cfg: Mapping, client, progress: bool):
     return processor.FuturesExecutor(workers=int(analysis_cfg["workers"]), status=progress), "futures"
 
 
-def bootstrap_salts(cfg: Mapping, sample: str, with_score: bool = True) -> list[int]:
-    """One salt per bootstrap replica of ``sample`` (``analysis.bootstrap.replicas``, 0: none),
-    from the master seed: the same for the full and the flash simulation of the sample; empty
-    when the fit variable is the classifier score and the analysis runs without the
-    classifier."""
-    acfg = cfg["analysis"]
-    n = int(acfg.get("bootstrap", {}).get("replicas", 0))
-    if not with_score and acfg.get("fit", {}).get("variable") == proc.SCORE:
+def bootstrap_salts(acfg: Mapping, seed: int, sample: str, with_score: bool = True) -> list[int]:
+    """One salt per bootstrap replica of ``sample`` (``analysis.bootstrap.replicas`` of the
+    ``analysis`` config block ``acfg``, 0: none), from the master ``seed``: the same for the full
+    and the flash simulation of the sample; empty when the fit variable is the classifier score
+    and the analysis runs without the classifier."""
+    n = int(acfg["bootstrap"]["replicas"])
+    if not with_score and acfg["fit"]["variable"] == proc.SCORE:
         n = 0
-    return [seeds.salt64(cfg["seed"], "analysis_bootstrap", sample, r) for r in range(n)]
+    return [seeds.salt64(seed, "analysis_bootstrap", sample, r) for r in range(n)]
 
 
-def run_processor(files: Sequence[str], dataset: str, cfg: Mapping, norm: float,
+def run_processor(files: Sequence[str], dataset: str, acfg: Mapping, skim_cfg: Mapping, seed: int, norm: float,
                   model_path: str | None = None, model_json: str | None = None, client=None,
                   progress: bool = True, executor=None) -> tuple[dict, str]:
-    """Run :class:`~pipeline.analysis.processor.VBFHmumuProcessor` over ``files``.
+    """Run :class:`~pipeline.analysis.processor.VBFHmumuProcessor` over ``files`` with the
+    ``analysis`` and ``skim`` config blocks and the master ``seed`` (bootstrap replicas).
 
     Returns the merged accumulator and the executor kind used ("futures" or "dask"). ``executor``
     overrides the choice (any coffea executor, e.g. ``IterativeExecutor`` in a benchmark).
@@ -84,13 +85,12 @@ def run_processor(files: Sequence[str], dataset: str, cfg: Mapping, norm: float,
     from coffea import processor
     from coffea.nanoevents import NanoAODSchema
 
-    acfg = cfg["analysis"]
     names = proc.model_features(model_json) if model_path is not None else None
     if model_path is not None and not Path(model_path).is_file():
         raise InputFileError(f"{model_path}: classifier model not found")
-    instance = proc.VBFHmumuProcessor(cfg["skim"], acfg, {dataset: norm}, model_path, names,
-                                      threads=int(acfg.get("threads", 1)),
-                                      bootstrap_salts={dataset: bootstrap_salts(cfg, dataset, model_path is not None)})
+    salts = bootstrap_salts(acfg, seed, dataset, model_path is not None)
+    instance = proc.VBFHmumuProcessor(skim_cfg, acfg, {dataset: norm}, model_path, names,
+                                      threads=int(acfg["threads"]), bootstrap_salts={dataset: salts})
     kind = "custom"
     if executor is None:
         executor, kind = _executor(acfg, client, progress)
@@ -101,10 +101,13 @@ def run_processor(files: Sequence[str], dataset: str, cfg: Mapping, norm: float,
     return out, kind
 
 
-def run_analysis(files: Sequence[str], out_path: str, sample: str, simtype: str, cfg: Mapping,
+def run_analysis(files: Sequence[str], out_path: str, sample: str, simtype: str, sample_cfg: Mapping,
+                 acfg: Mapping, skim_cfg: Mapping, luminosity_fb: float, seed: int,
                  model_path: str | None = None, model_json: str | None = None, client=None,
                  progress: bool = True) -> dict:
-    """Analyse one sample of one simulation type and save the result (see module docstring).
+    """Analyse one sample (its ``samples.<sample>`` block ``sample_cfg``) of one simulation type
+    with the ``analysis`` and ``skim`` config blocks, normalised to ``luminosity_fb``, and save the
+    result (see module docstring); ``seed``: the master seed (bootstrap replicas).
 
     Raises :class:`~pipeline.errors.InputFileError` / ``MissingBranchError`` on a bad input (before
     any work), :class:`~pipeline.errors.ConfigError` on a bad config; writes nothing then.
@@ -117,14 +120,11 @@ def run_analysis(files: Sequence[str], out_path: str, sample: str, simtype: str,
     stage = f"analysis of {simtype} sample '{sample}'"
     if not files:
         raise InputFileError(f"{stage}: no input files")
-    try:
-        sample_cfg = cfg["samples"][sample]
-    except KeyError:
-        raise ConfigError(f"samples.{sample} is not in the config") from None
-    n_events = check_inputs(files, cfg["skim"], stage)
-    norm = skim.sample_normalisation(files, sample, sample_cfg, cfg["luminosity_fb"])
+    n_events = check_inputs(files, skim_cfg, stage)
+    norm = sample_normalisation(files, sample, sample_cfg, luminosity_fb)
     t0 = time.perf_counter()
-    acc, kind = run_processor(files, sample, cfg, norm["norm"], model_path, model_json, client, progress)
+    acc, kind = run_processor(files, sample, acfg, skim_cfg, seed, norm["norm"], model_path, model_json, client,
+                              progress)
     wall = time.perf_counter() - t0
     if acc["cutflow"]["all"]["events"] != n_events:
         raise EmptySelectionError(f"{stage}: processed {acc['cutflow']['all']['events']} of {n_events} events")
@@ -132,7 +132,7 @@ def run_analysis(files: Sequence[str], out_path: str, sample: str, simtype: str,
         "sample": sample,
         "simtype": simtype,
         "files": files,
-        "luminosity_fb": float(cfg["luminosity_fb"]),
+        "luminosity_fb": float(luminosity_fb),
         **norm,
         "with_score": model_path is not None,
         "n_events": n_events,
@@ -162,25 +162,3 @@ def load_result(path: str | Path) -> dict:
         raise InputFileError(f"{p}: analysis output lacks 'hists'/'yields'")
     return out
 
-
-def analysis_rule(smk) -> None:
-    """The ``analysis`` Snakemake rule: run, save, log the cutflow and yields to MLflow."""
-    from pipeline import runner, tracking
-
-    cfg = smk.config
-    model = getattr(smk.input, "model", None) or None
-    model_json = getattr(smk.input, "model_json", None) or None
-    sample, simtype = smk.wildcards.sample, smk.wildcards.simtype
-    files = list(smk.input.files)
-    with tracking.tracked_run(cfg["mlflow"], "analysis", f"analysis_{sample}_{simtype}",
-                              **runner.provenance(smk, params={"analysis": cfg["analysis"], "skim": cfg["skim"]})) as run:
-        res = run_analysis(files, smk.output[0], sample, simtype, cfg, model, model_json)
-        metrics = {"n_events": res["n_events"], "norm": res["norm"], "wall_s": res["wall_s"],
-                   "events_per_s": res["n_events"] / max(res["wall_s"], 1e-9)}
-        for region, y in res["yields"].items():
-            metrics[f"yield.{region}"] = y["sumw"]
-            metrics[f"yield_err.{region}"] = y["sumw2"] ** 0.5
-            metrics[f"events.{region}"] = y["events"]
-        for cut, y in res["cutflow"].items():
-            metrics[f"cutflow.{cut}"] = y["sumw"]
-        run.log_metrics(metrics)

@@ -1,27 +1,16 @@
-"""MLflow provenance: the one place where the pipeline talks to MLflow.
+"""The MLflow store: tracking URI, retried client calls, experiments, and the tracked run.
 
 Every training and evaluation step runs inside :func:`tracked_run`, which opens an MLflow run
-with the provenance tags of ``DESIGN.md`` and closes it as ``FINISHED`` or ``FAILED``::
+with the provenance tags of :mod:`pipeline.provenance` and closes it as ``FINISHED`` or
+``FAILED``::
 
-    with tracked_run(cfg["mlflow"], "flashsim", f"train_flow-{obj}", config=cfg,
+    with tracked_run(cfg["mlflow"], "flashsim", "train_flow/jet", config=cfg,
                      rule="train_flow", wildcards={"object": obj},
                      inputs={"table": table_path}, seed=seed, params=hparams) as run:
         trainer = Trainer(logger=lightning_logger(run), ...)
         ...
         run.log_metrics({"val_nll": nll})
         run.log_artifact("model.pt", artifact_path="model")
-
-Tags set on every run (MLflow cannot see the git commit of a Snakemake script, so we set them):
-
-``git_commit`` / ``git_dirty``
-    ``git rev-parse HEAD`` and whether ``git status --porcelain`` reports anything (tracked
-    changes or untracked, non-ignored files), in the repository that contains ``workdir``;
-    ``"unknown"`` outside a git repository (or in one without commits).
-``config_sha256``
-    SHA-256 of the whole configuration serialised as canonical JSON (sorted keys, no
-    whitespace); the same JSON is logged as the artifact ``config.json`` so it can be re-checked.
-``snakemake_rule``, ``wildcard.<name>``, ``input_sha256.<name>`` (``input_sha256.<name>.<i>``
-    for a list of files), ``seed``, ``pipeline_version``, ``host``.
 
 Concurrency. The default store is one SQLite file shared by every job of the DAG. SQLite allows
 one writer at a time; MLflow sets a busy timeout, but a transaction that upgrades a read lock to a
@@ -37,21 +26,19 @@ fan-out. For clusters, point ``mlflow.tracking_uri`` at an ``mlflow server`` ins
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
 import random
 import re
-import socket
-import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pipeline.errors import ConfigError, InputFileError
-from pipeline.io import sha256_file, write_json
+from pipeline.errors import ConfigError
+from pipeline.io import write_json
+from pipeline.provenance import canonical_json, clean_key, provenance_tags
 
 log = logging.getLogger(__name__)
 
@@ -250,72 +237,6 @@ def init_experiments(mlflow_cfg: Mapping[str, Any], names: list[str], out_json: 
     return ids
 
 
-# --------------------------------------------------------------------------------------------
-# provenance helpers
-# --------------------------------------------------------------------------------------------
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON: sorted keys, no whitespace; numpy scalars, paths, sets made plain."""
-
-    def default(o: Any) -> Any:
-        if hasattr(o, "tolist"):  # numpy scalars and arrays
-            return o.tolist()
-        if isinstance(o, (set, frozenset)):
-            return sorted(o, key=str)
-        if isinstance(o, os.PathLike):
-            return os.fspath(o)
-        if isinstance(o, Mapping):
-            return dict(o)
-        return str(o)
-
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, default=default)
-
-
-def config_sha256(config: Mapping[str, Any]) -> str:
-    """SHA-256 of the configuration as canonical JSON (independent of key order)."""
-    return hashlib.sha256(canonical_json(config).encode("utf-8")).hexdigest()
-
-
-def _sha256_input(path: str | os.PathLike, name: str) -> str:
-    """SHA-256 of an input file; for a directory, of its sorted (relative path, file hash) list."""
-    p = Path(path)
-    if p.is_file():
-        return sha256_file(p)
-    if p.is_dir():
-        h = hashlib.sha256()
-        for f in sorted(q for q in p.rglob("*") if q.is_file()):
-            h.update(f"{f.relative_to(p).as_posix()}\0{sha256_file(f)}\n".encode())
-        return h.hexdigest()
-    raise InputFileError(f"{path}: input '{name}' of the tracked run does not exist")
-
-
-CODE_ROOT = Path(__file__).resolve().parents[2]
-
-
-def git_state(workdir: str | os.PathLike = ".") -> tuple[str, str]:
-    """``(commit, dirty)`` of the git repository containing ``workdir``; ``"unknown"`` if none."""
-
-    def git(*args: str) -> str | None:
-        try:
-            res = subprocess.run(["git", "-C", str(workdir), *args], capture_output=True, text=True,
-                                 timeout=60, check=False)
-        except (OSError, subprocess.TimeoutExpired):
-            return None
-        return res.stdout if res.returncode == 0 else None
-
-    commit = git("rev-parse", "--verify", "HEAD")
-    if commit is None:
-        return "unknown", "unknown"
-    status = git("status", "--porcelain")
-    dirty = "unknown" if status is None else ("true" if status.strip() else "false")
-    return commit.strip(), dirty
-
-
-def _clean_key(key: str) -> str:
-    """A key MLflow accepts: alphanumerics, ``_ - . / : space``; no leading slash or ``..``."""
-    key = re.sub(r"[^\w.\-/ :]", "_", str(key)).strip("/") or "_"
-    return key.replace("..", "__")[:250]
-
-
 def flatten_params(params: Mapping[str, Any], prefix: str = "",
                    max_len: int = MAX_PARAM_VALUE_LENGTH) -> dict[str, str]:
     """Flatten nested mappings to dotted keys with string values of at most ``max_len`` chars.
@@ -338,40 +259,8 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "",
             text = str(value.item() if hasattr(value, "item") and getattr(value, "ndim", 1) == 0 else value)
         if len(text) > max_len:
             text = text[: max_len - 3] + "..."
-        out[_clean_key(full)] = text
+        out[clean_key(full)] = text
     return out
-
-
-def _provenance_tags(*, config: Mapping[str, Any], rule: str, wildcards: Mapping[str, Any],
-                     inputs: Mapping[str, str | os.PathLike | list], seed: int | None,
-                     workdir: str | os.PathLike) -> dict[str, str]:
-    from pipeline import __version__
-
-    # The commit of the code that ran: the repository this package is imported from (the DAG
-    # may run in a working directory outside it), else the working directory's.
-    commit, dirty = git_state(CODE_ROOT)
-    if commit == "unknown":
-        commit, dirty = git_state(workdir)
-    tags = {
-        "git_commit": commit,
-        "git_dirty": dirty,
-        "config_sha256": config_sha256(config),
-        "snakemake_rule": str(rule),
-        "seed": "None" if seed is None else str(int(seed)),
-        "pipeline_version": __version__,
-        "host": socket.gethostname(),
-    }
-    if commit != "unknown":
-        tags["mlflow.source.git.commit"] = commit  # shown by the MLflow UI
-    for name, value in wildcards.items():
-        tags[_clean_key(f"wildcard.{name}")] = str(value)
-    for name, value in inputs.items():
-        if isinstance(value, (str, os.PathLike)):
-            tags[_clean_key(f"input_sha256.{name}")] = _sha256_input(value, name)
-        else:
-            for i, path in enumerate(value):
-                tags[_clean_key(f"input_sha256.{name}.{i}")] = _sha256_input(path, f"{name}[{i}]")
-    return tags
 
 
 # --------------------------------------------------------------------------------------------
@@ -394,14 +283,14 @@ class TrackedRun:
         return self._client
 
     def log_metric(self, key: str, value: float, step: int | None = None) -> None:
-        self._client.log_metric(self.run_id, _clean_key(key), float(value), step=step or 0)
+        self._client.log_metric(self.run_id, clean_key(key), float(value), step=step or 0)
 
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None:
         """Log several metrics in one transaction (batches of 1000)."""
         from mlflow.entities import Metric
 
         ts = int(time.time() * 1000)
-        items = [Metric(_clean_key(k), float(v), ts, step or 0) for k, v in metrics.items()]
+        items = [Metric(clean_key(k), float(v), ts, step or 0) for k, v in metrics.items()]
         for i in range(0, len(items), _MAX_METRICS_PER_BATCH):
             self._client.log_batch(self.run_id, metrics=items[i: i + _MAX_METRICS_PER_BATCH])
 
@@ -414,12 +303,12 @@ class TrackedRun:
             self._client.log_batch(self.run_id, params=items[i: i + _MAX_PARAMS_PER_BATCH])
 
     def set_tag(self, key: str, value: Any) -> None:
-        self._client.set_tag(self.run_id, _clean_key(key), str(value)[:MAX_TAG_VALUE_LENGTH])
+        self._client.set_tag(self.run_id, clean_key(key), str(value)[:MAX_TAG_VALUE_LENGTH])
 
     def set_tags(self, tags: Mapping[str, Any]) -> None:
         from mlflow.entities import RunTag
 
-        items = [RunTag(_clean_key(k), str(v)[:MAX_TAG_VALUE_LENGTH]) for k, v in tags.items()]
+        items = [RunTag(clean_key(k), str(v)[:MAX_TAG_VALUE_LENGTH]) for k, v in tags.items()]
         for i in range(0, len(items), _MAX_PARAMS_PER_BATCH):
             self._client.log_batch(self.run_id, tags=items[i: i + _MAX_PARAMS_PER_BATCH])
 
@@ -461,8 +350,8 @@ def tracked_run(
     :func:`flatten_params`. The configuration is logged as the artifact ``config.json``.
     A ``KeyboardInterrupt`` ends the run as ``KILLED``.
     """
-    tags = _provenance_tags(config=config, rule=rule, wildcards=wildcards, inputs=inputs, seed=seed,
-                            workdir=workdir)
+    tags = provenance_tags(config=config, rule=rule, wildcards=wildcards, inputs=inputs, seed=seed,
+                           workdir=workdir)
     client, uri = _client(mlflow_cfg, workdir)
     exp_id = _get_or_create_experiment(client, mlflow_cfg, experiment, workdir)
     run = client.create_run(exp_id, tags=tags, run_name=run_name)
@@ -485,79 +374,3 @@ def tracked_run(
             if status == "FINISHED":
                 raise
 
-
-# --------------------------------------------------------------------------------------------
-# Lightning
-# --------------------------------------------------------------------------------------------
-def lightning_logger(tracked: TrackedRun, prefix: str = ""):
-    """A Lightning ``MLFlowLogger`` that writes into ``tracked``'s run (per-epoch losses etc.).
-
-    Differences from a plain ``MLFlowLogger(run_id=..., tracking_uri=...)``:
-
-    - every MLflow call is retried like the rest of this module;
-    - ``finalize`` (called by ``Trainer.fit``) logs checkpoints if asked but does not close the
-      run: :func:`tracked_run` owns its status, and the run stays open for final metrics;
-    - ``log_hyperparams`` skips keys already logged (MLflow refuses to change a param's value),
-      so ``save_hyperparameters()`` does not clash with the ``params`` of :func:`tracked_run`.
-
-    The logger's ``save_dir`` is ``None`` (not a file store), so ``ModelCheckpoint`` writes under
-    ``Trainer(default_root_dir=...)``: set that to a folder of the rule's outputs.
-    """
-    from lightning.pytorch.loggers import MLFlowLogger
-    from lightning.pytorch.utilities import rank_zero_only
-
-    class _ProvenanceMLFlowLogger(MLFlowLogger):
-        def __init__(self, tracked_run: TrackedRun, prefix: str):
-            super().__init__(
-                experiment_name=tracked_run.experiment_name,
-                tracking_uri=tracked_run.tracking_uri,
-                run_id=tracked_run.run_id,
-                prefix=prefix,
-            )
-            self._mlflow_client = tracked_run.client
-            self._tracked = tracked_run
-
-        @rank_zero_only
-        def log_hyperparams(self, params: Any) -> None:
-            from lightning.fabric.utilities.logger import _convert_params
-
-            params = _convert_params(params) or {}
-            existing = self._mlflow_client.get_run(self.run_id).data.params
-            flat = {k: v for k, v in flatten_params(params).items() if k not in existing}
-            if flat:
-                self._tracked.log_params(flat)
-
-        @rank_zero_only
-        def finalize(self, status: str = "success") -> None:
-            if self._initialized and self._checkpoint_callback:
-                self._scan_and_log_checkpoints(self._checkpoint_callback)
-
-    return _ProvenanceMLFlowLogger(tracked, prefix)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``python -m pipeline.tracking ui --config config/config.yaml``: the MLflow UI on the
-    pipeline's store (the config's ``mlflow.tracking_uri``), or ``uri`` to print that URI."""
-    import argparse
-    import sys
-
-    from pipeline.config import load_config
-
-    ap = argparse.ArgumentParser(prog="python -m pipeline.tracking", description=main.__doc__)
-    ap.add_argument("command", choices=["ui", "uri"])
-    ap.add_argument("--config", default="config/config.yaml")
-    ap.add_argument("--host", default="127.0.0.1")
-    ap.add_argument("--port", type=int, default=5000)
-    args = ap.parse_args(argv)
-    uri = tracking_uri(load_config(args.config)["mlflow"])
-    if args.command == "uri":
-        print(uri)
-        return
-    mlflow_bin = Path(sys.executable).with_name("mlflow")
-    cmd = [str(mlflow_bin), "ui", "--backend-store-uri", uri, "--host", args.host, "--port", str(args.port)]
-    print(f"MLflow UI on {uri}: http://{args.host}:{args.port}", file=sys.stderr)
-    os.execv(cmd[0], cmd)
-
-
-if __name__ == "__main__":
-    main()
