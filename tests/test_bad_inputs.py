@@ -2,7 +2,7 @@
 
 Every case must end in one clear error that names the file or config key and what was expected,
 a non-zero exit, and no output file (nor a leftover temporary). File problems surface as exactly one
-line ``ERROR in rule <rule>: <file>: <problem>`` (pipeline.runner.run); configuration problems stop
+line ``ERROR in rule <rule>: <file>: <problem>`` (pipeline.glue.run); configuration problems stop
 the run before any job starts, naming the key.
 
 Cases elsewhere, not repeated here (same contract, same kind of assertions):
