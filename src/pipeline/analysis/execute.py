@@ -37,13 +37,7 @@ def analysis_branches(skim_cfg: Mapping) -> list[str]:
 
 def check_inputs(files: Sequence[str], skim_cfg: Mapping, stage: str) -> int:
     """Open every file and check its branches before any work; return the total number of events."""
-    total = 0
-    for path in files:
-        tree = io.open_tree(path)
-        io.check_branches(tree, analysis_branches(skim_cfg), path, stage)
-        total += int(tree.num_entries)
-        tree.file.close()
-    return total
+    return sum(io.check_inputs(files, analysis_branches(skim_cfg), stage).values())
 
 
 def _executor(analysis_cfg: Mapping, client, progress: bool):
