@@ -33,6 +33,14 @@ def test_import_contracts_hold():
     assert "0 broken" in proc.stdout, proc.stdout[-3000:]
 
 
+
+def test_snakemake_lint_passes():
+    """`snakemake --lint` (run by `make test` after pytest): rule files hold only rules, every rule
+    has its log, no mixed functions; caught here so a lint regression fails in the fast tests."""
+    exe = shutil.which("snakemake", path=str(Path(sys.executable).parent)) or "snakemake"
+    proc = subprocess.run([exe, "--lint"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-6000:] + proc.stderr[-2000:]
+
 def test_no_snakemake_object_in_the_library():
     """No function under src/pipeline (the glue module aside) takes ``smk``/``snakemake`` or reads
     one of the Snakemake object's attributes."""

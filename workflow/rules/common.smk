@@ -56,3 +56,33 @@ def all_outputs():
     out += ["results/validation/flashsim/metrics.json"]
     out += ["results/models/calo/model.pt", "results/validation/calo/metrics.json"]  # calo (workflow/rules/calo.smk)
     return out
+
+
+# Calorimeter samples (workflow/rules/calo.smk)
+CALO = config["calo"]
+CALO_SAMPLES = list(CALO["samples"])
+CALO_BUILTIN = [s for s in CALO_SAMPLES if "file" not in CALO["samples"][s]]
+CALO_BUILTIN_RE = "|".join(CALO_BUILTIN) or "^$"
+CALO_SAMPLES_RE = "|".join(CALO_SAMPLES)
+
+
+def calo_sample_files(sample):
+    """Showers and binning of a calo sample: produced (built in) or as listed (CaloChallenge file)."""
+    scfg = CALO["samples"][sample]
+    if "file" in scfg:
+        return {"h5": scfg["file"], "xml": scfg["binning"]}
+    return {"h5": f"results/calo/reference/{sample}.h5", "xml": f"results/calo/reference/{sample}.xml"}
+
+
+def calo_training_inputs(wildcards):
+    return {"h5": [calo_sample_files(s)["h5"] for s in CALO_SAMPLES],
+            "xml": [calo_sample_files(s)["xml"] for s in CALO_SAMPLES],
+            "experiments": "results/mlflow/experiments.json"}
+
+
+def calo_validation_inputs(wildcards):
+    return {"ref_h5": [calo_sample_files(s)["h5"] for s in CALO_SAMPLES],
+            "ref_xml": [calo_sample_files(s)["xml"] for s in CALO_SAMPLES],
+            "gen_h5": [f"results/calo/generated/{s}.h5" for s in CALO_SAMPLES],
+            "gen_xml": [f"results/calo/generated/{s}.xml" for s in CALO_SAMPLES],
+            "experiments": "results/mlflow/experiments.json"}
